@@ -1,0 +1,100 @@
+"""The Quart-Trio application: authentication, size limits and the error envelope.
+
+Every error leaves as `{"error": {"code", "message", "trace_id"}}`, and the same trace id
+appears in the server log line for that error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from quart import Response, g, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from caxton import __version__
+from caxton.api.auth import TOKEN_HEADER, Authenticator
+from caxton.api.rest import blueprint
+from caxton.domain import ids
+from caxton.domain.errors import CaxtonError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge
+from caxton.services.container import Services
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+# Paths answered without a token, for load balancers and probes.
+PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health"})
+# Room for multipart boundaries and the config part around an uploaded module.
+MULTIPART_OVERHEAD = 256 * 1024
+
+
+def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
+    app = QuartTrio("caxton")
+    limits = services.limits
+    app.config["MAX_CONTENT_LENGTH"] = limits.max_module_size + MULTIPART_OVERHEAD
+    app.config["MAX_FORM_MEMORY_SIZE"] = limits.max_request_size
+    app.config["MAX_FORM_PARTS"] = 16
+    app.json.sort_keys = False
+    app.extensions["caxton.services"] = services
+    app.extensions["caxton.started"] = time.monotonic()
+
+    @app.before_request
+    async def authenticate() -> None:
+        g.trace_id = None
+        if request.path in PUBLIC_PATHS or request.method == "OPTIONS":
+            return
+        principal = authenticator.authenticate(request.headers.get(TOKEN_HEADER))
+        authenticator.authorize(principal, request.method)
+        g.principal = principal
+
+    @app.errorhandler(CaxtonError)
+    async def caxton_error(error: CaxtonError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        mapped: CaxtonError
+        if error.code == 404:
+            mapped = NotFound(f"no such path: {request.method} {request.path}")
+        elif error.code == 405:
+            mapped = MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+        elif error.code == 413:
+            mapped = PayloadTooLarge(f"request body is over the {app.config['MAX_CONTENT_LENGTH']}-byte limit")
+        else:
+            mapped = CaxtonError(error.description or error.name)
+            mapped.status = error.code or 500
+            mapped.code = "INVALID_REQUEST" if 400 <= mapped.status < 500 else "INTERNAL_ERROR"
+        return error_response(mapped)
+
+    @app.errorhandler(Exception)
+    async def unexpected_error(error: Exception) -> Response:
+        trace = ids.trace_id()
+        logger.error("%s %s failed trace_id=%s", request.method, request.path, trace, exc_info=error)
+        return error_response(InternalError("Internal server error; quote the trace_id when reporting it"), trace)
+
+    app.register_blueprint(blueprint, url_prefix=API_PREFIX)
+
+    @app.get(f"{API_PREFIX}/health")
+    async def health() -> Response:
+        started = app.extensions["caxton.started"]
+        return jsonify(
+            {"status": "healthy", "version": __version__, "uptime_seconds": round(time.monotonic() - started)}
+        )
+
+    return app
+
+
+def error_response(error: CaxtonError, trace: str | None = None) -> Response:
+    """Build the error envelope and log the error with its trace id (never the token)."""
+    trace = trace or ids.trace_id()
+    level = logging.ERROR if error.status >= 500 else logging.WARNING
+    logger.log(
+        level, "%s %s -> %d %s trace_id=%s: %s",
+        request.method, request.path, error.status, error.code, trace, error.message,
+    )
+    response = jsonify({"error": {"code": error.code, "message": error.message, "trace_id": trace}})
+    response.status_code = error.status
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response

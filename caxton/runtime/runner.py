@@ -1,0 +1,208 @@
+"""The agent runner: one task per agent that feeds its inbox to the guest in batches.
+
+A batch is handled on a worker thread (one hop for many messages, since a hop costs far
+more than a small handler), then handed to the `ResultSink`, which commits the outcomes and
+routes outgoing messages. A batch once taken is always handled and committed, even while the
+server shuts down; a stop request ends the batch early between two messages instead, and the
+untouched rest stays queued in the store.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+import attrs
+import trio
+
+from caxton.domain.agents import Limits
+from caxton.domain.messages import Message
+from caxton.runtime.abi import HandlerContext, SendLimits
+from caxton.runtime.directory import Directory
+from caxton.runtime.engine import WasmEngine
+from caxton.runtime.inbox import Inbox
+from caxton.runtime.instance import AgentStartError, CommandRunner, Outcome, ReactorInstance
+from caxton.runtime.modules import COMMAND, CompiledModule
+
+logger = logging.getLogger(__name__)
+
+# Messages per worker hop: amortises the ~200 µs hop while keeping a stop request prompt.
+MAX_BATCH = 32
+# Window over which `cpu_millicores` averages the agent's CPU time.
+CPU_WINDOW_SECONDS = 10.0
+
+
+class RunnerState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class RunnerSpec:
+    agent_id: str
+    name: str
+    compiled: CompiledModule
+    limits: Limits
+    inbox_capacity: int
+    send_limits: SendLimits
+
+
+class ResultSink(Protocol):
+    async def batch_done(self, runner: AgentRunner, results: list[tuple[Message, Outcome]]) -> None:
+        """Commit the outcomes and route outgoing messages. Must not raise."""
+
+
+class AgentRunner:
+    """Runs one agent. Start with `nursery.start(runner.run)`.
+
+    `run` instantiates the module and calls `agent_init` before reporting started, so a
+    failing start raises `AgentStartError` out of `nursery.start`. It returns after
+    `request_stop` once the inbox is drained (or at once without drain), or with state
+    FAILED when a replacement instance cannot be created after a trap.
+    """
+
+    def __init__(self, spec: RunnerSpec, engine: WasmEngine, directory: Directory, sink: ResultSink) -> None:
+        self.spec = spec
+        self.inbox = Inbox(spec.inbox_capacity)
+        self.state = RunnerState.STARTING
+        self.last_error: str | None = None
+        self.started_at: float | None = None
+        self.memory_used = 0
+        self.stopped = trio.Event()
+        self._engine = engine
+        self._directory = directory
+        self._sink = sink
+        self._executor: ReactorInstance | CommandRunner | None = None
+        self._halt = threading.Event()
+        self._drain = False
+        self._stop_requested = False
+        self._wait_scope: trio.CancelScope | None = None
+        self._cpu_samples: deque[tuple[float, float]] = deque()
+
+    @property
+    def agent_id(self) -> str:
+        return self.spec.agent_id
+
+    @property
+    def accepting(self) -> bool:
+        return self.state is RunnerState.RUNNING and not self._stop_requested
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            self._executor = await trio.to_thread.run_sync(self._create_executor, limiter=self._engine.limiter)
+        except AgentStartError as exc:
+            self.state, self.last_error = RunnerState.FAILED, str(exc)
+            self.stopped.set()
+            raise
+        self.state = RunnerState.RUNNING
+        self.started_at = time.monotonic()
+        logger.info("agent %s (%s) started", self.spec.name, self.agent_id)
+        task_status.started()
+        try:
+            await self._serve()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._shutdown_executor()
+            if self.state is not RunnerState.FAILED:
+                self.state = RunnerState.STOPPED
+            self.stopped.set()
+            logger.info("agent %s (%s) %s", self.spec.name, self.agent_id, self.state.value)
+
+    def request_stop(self, *, drain: bool) -> None:
+        """Ask the runner to stop: after the queued messages when `drain`, else at once."""
+        # A later stop may cancel an earlier drain, never the other way round.
+        self._drain = drain if not self._stop_requested else self._drain and drain
+        self._stop_requested = True
+        if self.state is RunnerState.RUNNING:
+            self.state = RunnerState.STOPPING
+        if not self._drain:
+            self._halt.set()
+        if self._wait_scope is not None and (not self._drain or not self.inbox):
+            self._wait_scope.cancel()
+
+    def uptime_seconds(self) -> float:
+        return 0.0 if self.started_at is None else time.monotonic() - self.started_at
+
+    def cpu_millicores(self) -> float:
+        """Average CPU use over the last window, in thousandths of a core."""
+        horizon = time.monotonic() - CPU_WINDOW_SECONDS
+        while self._cpu_samples and self._cpu_samples[0][0] < horizon:
+            self._cpu_samples.popleft()
+        used = sum(cpu for _, cpu in self._cpu_samples)
+        window = min(CPU_WINDOW_SECONDS, max(self.uptime_seconds(), 1.0))
+        return used / window * 1000
+
+    async def _serve(self) -> None:
+        while not self._finished():
+            batch: list[Message] = []
+            with trio.CancelScope() as self._wait_scope:
+                batch = await self.inbox.take(MAX_BATCH)
+            self._wait_scope = None
+            if not batch:
+                continue
+            # A taken batch must reach the store, whatever cancellation comes meanwhile.
+            with trio.CancelScope(shield=True):
+                results = await trio.to_thread.run_sync(self._handle_batch, batch, limiter=self._engine.limiter)
+                untouched = batch[len(results):]
+                if untouched:
+                    self.inbox.restore(untouched)
+                if results:
+                    await self._sink.batch_done(self, results)
+            if self.state is RunnerState.FAILED:
+                return
+
+    def _finished(self) -> bool:
+        if not self._stop_requested:
+            return False
+        return not self._drain or not self.inbox
+
+    def _create_executor(self) -> ReactorInstance | CommandRunner:
+        label = f"{self.spec.name} ({self.agent_id})"
+        kind = CommandRunner if self.spec.compiled.info.kind == COMMAND else ReactorInstance
+        return kind(self.spec.compiled, self._engine, self.spec.limits, label)
+
+    def _handle_batch(self, batch: list[Message]) -> list[tuple[Message, Outcome]]:
+        """Handle messages in order on a worker thread; stop early on a halt or a dead instance."""
+        results: list[tuple[Message, Outcome]] = []
+        assert self._executor is not None
+        for message in batch:
+            if self._halt.is_set():
+                break
+            context = HandlerContext(
+                agent_id=self.agent_id,
+                agent_name=self.spec.name,
+                limits=self.spec.send_limits,
+                is_known_receiver=self._directory.is_known_receiver,
+            )
+            outcome = self._executor.handle(message.encode(), context)
+            results.append((message, outcome))
+            self._cpu_samples.append((time.monotonic(), outcome.cpu_seconds))
+            if not outcome.ok:
+                logger.warning("agent %s failed message %s: %s", self.agent_id, message.message_id, outcome.error)
+            if outcome.needs_fresh_instance and not self._replace_executor():
+                break
+        self.memory_used = self._executor.memory_used()
+        return results
+
+    def _replace_executor(self) -> bool:
+        try:
+            self._executor = self._create_executor()
+        except AgentStartError as exc:
+            self.state, self.last_error = RunnerState.FAILED, f"restart after trap failed: {exc}"
+            logger.error("agent %s cannot be restarted after a trap: %s", self.agent_id, exc)
+            return False
+        logger.info("agent %s restarted with a fresh instance after a trap", self.agent_id)
+        return True
+
+    async def _shutdown_executor(self) -> None:
+        executor = self._executor
+        if executor is None or self.state is RunnerState.FAILED:
+            return
+        await trio.to_thread.run_sync(executor.shutdown, limiter=self._engine.limiter)

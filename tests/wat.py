@@ -1,0 +1,132 @@
+"""Small WAT agents for tests: hostile and edge-case modules built with wasmtime.wat2wasm."""
+
+from __future__ import annotations
+
+import wasmtime
+
+# A reactor prelude: one page of memory and a bump allocator that restarts at 1024 per call.
+_PRELUDE = """
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 1024))
+  (func (export "alloc") (param $len i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $next))
+    (global.set $next (i32.add (global.get $next) (local.get $len)))
+    (local.get $ptr))
+"""
+
+
+def _wat(text: str) -> bytes:
+    return bytes(wasmtime.wat2wasm(text))
+
+
+def reactor(body: str, imports: str = "") -> bytes:
+    return bytes(wasmtime.wat2wasm(f"(module {imports} {_PRELUDE} {body})"))
+
+
+def send_reply(text: str) -> bytes:
+    """A reactor that answers every message with the fixed JSON `text` (a reply)."""
+    data = text.replace("\\", "\\\\").replace('"', '\\"')
+    return reactor(
+        f"""
+        (data (i32.const 16) "{data}")
+        (func (export "handle_message") (param i32 i32) (result i32)
+          (global.set $next (i32.const 1024))
+          (drop (call $send (i32.const 16) (i32.const {len(text.encode())})))
+          (i32.const 0))
+        """,
+        imports='(import "caxton" "send_message" (func $send (param i32 i32) (result i32)))',
+    )
+
+
+SPIN_ON_LARGE = reactor(
+    """
+    (func (export "handle_message") (param $ptr i32) (param $len i32) (result i32)
+      (if (i32.gt_u (local.get $len) (i32.const 2000)) (then (loop $forever (br $forever))))
+      (i32.const 0))
+    """
+)
+"""Loops forever on messages over 2000 bytes and handles smaller ones at once."""
+
+SPIN_FOREVER = reactor(
+    """
+    (func (export "handle_message") (param i32 i32) (result i32)
+      (loop $forever (br $forever))
+      (i32.const 0))
+    """
+)
+
+TRAP_ALWAYS = reactor(
+    """
+    (func (export "handle_message") (param i32 i32) (result i32)
+      unreachable)
+    """
+)
+
+RETURN_ONE = reactor(
+    """
+    (func (export "handle_message") (param i32 i32) (result i32)
+      (i32.const 1))
+    """
+)
+
+INIT_FAILS = reactor(
+    """
+    (func (export "agent_init") (result i32) (i32.const 7))
+    (func (export "handle_message") (param i32 i32) (result i32) (i32.const 0))
+    """
+)
+
+UNKNOWN_IMPORT = _wat(
+    """
+    (module
+      (import "env" "fd_write" (func (param i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+      (func (export "handle_message") (param i32 i32) (result i32) (i32.const 0)))
+    """
+)
+
+NO_HANDLER = _wat(
+    """
+    (module
+      (memory (export "memory") 1)
+      (func (export "alloc") (param i32) (result i32) (i32.const 1024)))
+    """
+)
+
+BIG_MEMORY = _wat(
+    """
+    (module
+      (memory (export "memory") 100)
+      (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+      (func (export "handle_message") (param i32 i32) (result i32) (i32.const 0)))
+    """
+)
+"""Declares 100 pages (6.5 MB) of initial memory."""
+
+KV_IMPORT = _wat(
+    """
+    (module
+      (import "caxton" "store_data" (func (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+      (func (export "handle_message") (param i32 i32) (result i32) (i32.const 0)))
+    """
+)
+
+SLOW_ECHO = reactor(
+    """
+    (data (i32.const 16) "{\\"performative\\":\\"inform\\",\\"content\\":\\"slow\\"}")
+    (func (export "handle_message") (param i32 i32) (result i32)
+      (local $i i32)
+      (global.set $next (i32.const 1024))
+      (loop $busy
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $busy (i32.lt_u (local.get $i) (i32.const 20000000))))
+      (drop (call $send (i32.const 16) (i32.const 42)))
+      (i32.const 0))
+    """,
+    imports='(import "caxton" "send_message" (func $send (param i32 i32) (result i32)))',
+)
+"""Busy-loops for a few milliseconds, then replies inform "slow": keeps work queued."""
