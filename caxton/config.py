@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import platformdirs
 
-from caxton.domain.resources import parse_cpu, parse_duration, parse_memory
+from caxton.domain.resources import parse_cpu, parse_duration, parse_memory, parse_rate
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,17 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("runtime", "memory_reservation", parse_memory, 64 * 2**20),
     _Setting("runtime", "memory_guard_size", parse_memory, 64 * 2**10),
     _Setting("runtime", "workers", _non_negative_int, 0),
+    _Setting("runtime", "fuel_per_message", _non_negative_int, 0),
+    _Setting("supervision", "max_restarts", _non_negative_int, 5),
+    _Setting("supervision", "restart_window", parse_duration, 60.0),
+    _Setting("supervision", "backoff_initial", parse_duration, 0.1),
+    _Setting("supervision", "backoff_max", parse_duration, 10.0),
+    _Setting("rate_limits", "agent_operations", parse_rate, (10, 60.0)),
+    _Setting("rate_limits", "messages", parse_rate, (1000, 1.0)),
+    _Setting("rate_limits", "metrics", parse_rate, (100, 60.0)),
+    _Setting("events", "queue_size", _positive_int, 1000),
+    _Setting("metrics", "sample_interval", parse_duration, 10.0),
+    _Setting("metrics", "retention", parse_duration, 86400.0),
 )
 _BY_VARIABLE = {s.variable: s for s in _SETTINGS} | {s.short_variable: s for s in _SETTINGS if s.short_variable}
 
@@ -151,6 +162,17 @@ class Settings:
     runtime_memory_reservation: int
     runtime_memory_guard_size: int
     runtime_workers: int
+    runtime_fuel_per_message: int
+    supervision_max_restarts: int
+    supervision_restart_window: float
+    supervision_backoff_initial: float
+    supervision_backoff_max: float
+    rate_limits_agent_operations: tuple[int, float]
+    rate_limits_messages: tuple[int, float]
+    rate_limits_metrics: tuple[int, float]
+    events_queue_size: int
+    metrics_sample_interval: float
+    metrics_retention: float
     extra_tokens: tuple[ExtraToken, ...] = ()
 
 

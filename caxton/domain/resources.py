@@ -16,6 +16,12 @@ _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 _CPU = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m?)\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+_RATE_PERIODS = {
+    "s": 1.0, "sec": 1.0, "second": 1.0,
+    "m": 60.0, "min": 60.0, "minute": 60.0,
+    "h": 3600.0, "hour": 3600.0,
+}
 
 
 def parse_memory(text: object) -> int:
@@ -61,6 +67,19 @@ def parse_duration(text: object) -> float:
     if seconds <= 0:
         raise ValueError(f"duration {text!r} must be above zero")
     return seconds
+
+
+def parse_rate(text: object) -> tuple[int, float]:
+    """Return (requests, period in seconds) from `10/min`, `1000/s` or `500/hour`."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a rate such as \"10/min\", got {type(text).__name__}")
+    match = _RATE.match(text.lower())
+    if not match or match.group(2) not in _RATE_PERIODS:
+        raise ValueError(f"invalid rate {text!r}: use a count per s, min or hour, such as 10/min")
+    count = int(match.group(1))
+    if count <= 0:
+        raise ValueError(f"rate {text!r} must allow at least one request")
+    return count, _RATE_PERIODS[match.group(2)]
 
 
 def format_memory(size: int) -> str:
