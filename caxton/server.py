@@ -17,6 +17,7 @@ import trio
 
 from caxton.api.app import create_app
 from caxton.api.auth import Authenticator, client_identity, load_or_create_admin_token
+from caxton.api.ratelimit import build_rate_limiter
 from caxton.config import Settings
 from caxton.domain.agents import LimitPolicy
 from caxton.runtime.abi import SendLimits
@@ -25,7 +26,9 @@ from caxton.runtime.engine import WasmEngine
 from caxton.runtime.modules import ModuleCache
 from caxton.services.agents import AgentService, AgentSettings
 from caxton.services.container import RequestLimits, Services
+from caxton.services.events import EventHub
 from caxton.services.messages import MessageService
+from caxton.services.metrics import MetricsService
 from caxton.store.db import Database
 
 logger = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ async def serve(
                 services = await _start_services(settings, db, engine, service_nursery)
                 async with trio.open_nursery() as api_nursery:
                     app = create_app(services, authenticator)
-                    urls = await api_nursery.start(_run_http, app, settings, shutdown)
+                    urls = await api_nursery.start(_run_http, app, settings, shutdown, services.events)
                     logger.info("listening on %s", ", ".join(urls))
                     task_status.started(Running(urls=tuple(urls), token_file=token_file))
                 logger.info("HTTP server stopped; stopping agents")
@@ -98,7 +101,11 @@ async def serve(
 async def _start_services(settings: Settings, db: Database, engine: WasmEngine, nursery: trio.Nursery) -> Services:
     modules = await trio.to_thread.run_sync(ModuleCache, engine, settings.data_dir / "compile-cache")
     directory = Directory()
-    messages = MessageService(db, directory, max_message_bytes=settings.limits_max_message_size)
+    events = EventHub(settings.events_queue_size)
+    metrics = MetricsService(
+        db, directory, sample_interval=settings.metrics_sample_interval, retention=settings.metrics_retention
+    )
+    messages = MessageService(db, directory, events, metrics, max_message_bytes=settings.limits_max_message_size)
     agent_settings = AgentSettings(
         policy=LimitPolicy(
             default_memory=settings.agents_default_memory,
@@ -113,22 +120,32 @@ async def _start_services(settings: Settings, db: Database, engine: WasmEngine, 
             max_message_bytes=settings.limits_max_message_size,
         ),
     )
-    agents = AgentService(db, engine, modules, directory, messages, agent_settings)
+    agents = AgentService(db, engine, modules, directory, messages, events, metrics, agent_settings)
     await nursery.start(agents.run)
+    await nursery.start(metrics.run, agents.counts_by_status)
     limits = RequestLimits(
         max_module_size=settings.limits_max_module_size, max_request_size=settings.limits_max_request_size
     )
-    return Services(agents=agents, messages=messages, limits=limits)
+    rate_limits = build_rate_limiter(settings)
+    return Services(agents=agents, messages=messages, events=events, metrics=metrics, limits=limits, rate_limits=rate_limits)
 
 
-async def _run_http(app, settings: Settings, shutdown: trio.Event, *, task_status: trio.TaskStatus[list[str]]) -> None:
+async def _run_http(
+    app, settings: Settings, shutdown: trio.Event, events: EventHub, *, task_status: trio.TaskStatus[list[str]]
+) -> None:
     config = hypercorn.config.Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
     config.graceful_timeout = min(settings.shutdown_timeout, HTTP_DRAIN_SECONDS)
     config.accesslog = None
     config.errorlog = logging.getLogger("caxton.http")
-    await hypercorn.trio.serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)
+
+    async def trigger() -> None:
+        await shutdown.wait()
+        # Hypercorn does not close WebSockets on shutdown; close them first, with code 1001.
+        await events.close_all(timeout=HTTP_DRAIN_SECONDS)
+
+    await hypercorn.trio.serve(app, config, shutdown_trigger=trigger, task_status=task_status)
 
 
 async def run_until_signal(settings: Settings, *, task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:

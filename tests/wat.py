@@ -130,3 +130,19 @@ SLOW_ECHO = reactor(
     imports='(import "caxton" "send_message" (func $send (param i32 i32) (result i32)))',
 )
 """Busy-loops for a few milliseconds, then replies inform "slow": keeps work queued."""
+
+FAN_OUT = reactor(
+    """
+    (data (i32.const 16) "{\\"performative\\":\\"inform\\",\\"content\\":1}")
+    (func (export "handle_message") (param i32 i32) (result i32)
+      (local $i i32)
+      (global.set $next (i32.const 1024))
+      (loop $again
+        (drop (call $send (i32.const 16) (i32.const 37)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $again (i32.lt_u (local.get $i) (i32.const 100))))
+      (i32.const 0))
+    """,
+    imports='(import "caxton" "send_message" (func $send (param i32 i32) (result i32)))',
+)
+"""Replies 100 times to every message: a flood of messages, and of events."""

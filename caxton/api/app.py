@@ -10,12 +10,16 @@ import logging
 import time
 
 from quart import Response, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from caxton import __version__
 from caxton.api.auth import TOKEN_HEADER, Authenticator
+from caxton.api.errors import error_response
+from caxton.api.ratelimit import install_rate_limits
 from caxton.api.rest import blueprint
+from caxton.api.ws import blueprint as ws_blueprint
 from caxton.domain import ids
 from caxton.domain.errors import CaxtonError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge
 from caxton.services.container import Services
@@ -23,10 +27,20 @@ from caxton.services.container import Services
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+PROMETHEUS_PATH = "/metrics"
 # Paths answered without a token, for load balancers and probes.
 PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health"})
 # Room for multipart boundaries and the config part around an uploaded module.
 MULTIPART_OVERHEAD = 256 * 1024
+
+
+def _presented_token() -> str | None:
+    """The token from `X-Caxton-Token`, or from `Authorization: Bearer` (as Prometheus sends it)."""
+    token = request.headers.get(TOKEN_HEADER)
+    if token:
+        return token
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
 
 
 def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
@@ -37,6 +51,7 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
     app.config["MAX_FORM_PARTS"] = 16
     app.json.sort_keys = False
     app.extensions["caxton.services"] = services
+    app.extensions["caxton.auth"] = authenticator
     app.extensions["caxton.started"] = time.monotonic()
 
     @app.before_request
@@ -44,9 +59,22 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
         g.trace_id = None
         if request.path in PUBLIC_PATHS or request.method == "OPTIONS":
             return
-        principal = authenticator.authenticate(request.headers.get(TOKEN_HEADER))
+        principal = authenticator.authenticate(_presented_token())
         authenticator.authorize(principal, request.method)
         g.principal = principal
+
+    install_rate_limits(app, services.rate_limits, API_PREFIX)
+
+    @app.after_request
+    async def count_request(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        services.metrics.http_requests.labels(route=rule, method=request.method, status=str(response.status_code)).inc()
+        return response
+
+    @app.get(PROMETHEUS_PATH)
+    async def prometheus() -> Response:
+        body = generate_latest(services.metrics.registry)
+        return Response(body, content_type=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(CaxtonError)
     async def caxton_error(error: CaxtonError) -> Response:
@@ -74,6 +102,7 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
         return error_response(InternalError("Internal server error; quote the trace_id when reporting it"), trace)
 
     app.register_blueprint(blueprint, url_prefix=API_PREFIX)
+    app.register_blueprint(ws_blueprint)
 
     @app.get(f"{API_PREFIX}/health")
     async def health() -> Response:
@@ -83,18 +112,3 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
         )
 
     return app
-
-
-def error_response(error: CaxtonError, trace: str | None = None) -> Response:
-    """Build the error envelope and log the error with its trace id (never the token)."""
-    trace = trace or ids.trace_id()
-    level = logging.ERROR if error.status >= 500 else logging.WARNING
-    logger.log(
-        level, "%s %s -> %d %s trace_id=%s: %s",
-        request.method, request.path, error.status, error.code, trace, error.message,
-    )
-    response = jsonify({"error": {"code": error.code, "message": error.message, "trace_id": trace}})
-    response.status_code = error.status
-    for name, value in error.headers.items():
-        response.headers[name] = value
-    return response

@@ -9,6 +9,7 @@ from quart import Blueprint, Response, current_app, g, jsonify, request
 from caxton.domain.errors import InvalidRequest, PayloadTooLarge
 from caxton.domain.messages import loads_strict
 from caxton.services.container import Services
+from caxton.services.metrics import PERFORMANCE_FIELDS
 
 blueprint = Blueprint("rest", __name__)
 
@@ -138,3 +139,37 @@ async def message_history() -> Response:
         offset=args.get("offset"),
     )
     return jsonify({"messages": messages, "total": total})
+
+
+@blueprint.get("/metrics/system")
+async def system_metrics() -> Response:
+    _reject_unknown_params("period")
+    services = _services()
+    snapshot = services.metrics.system_snapshot(await services.agents.counts_by_status())
+    period = request.args.get("period")
+    if period is not None:
+        snapshot.update(await services.metrics.history("system", period))
+    return jsonify(snapshot)
+
+
+# Field subsets for `GET /metrics/agents/{id}?type=...`; `all` returns every field.
+_AGENT_METRIC_TYPES = {
+    "performance": PERFORMANCE_FIELDS,
+    "resources": ("agent_id", "cpu_usage", "cpu_seconds_total", "memory_usage_mb", "queue_size"),
+}
+
+
+@blueprint.get("/metrics/agents/<agent_id>")
+async def agent_metrics(agent_id: str) -> Response:
+    _reject_unknown_params("period", "type")
+    kind = request.args.get("type", "all")
+    if kind != "all" and kind not in _AGENT_METRIC_TYPES:
+        raise InvalidRequest("type", f"unknown metrics type {kind[:32]!r}; use all, {', '.join(_AGENT_METRIC_TYPES)}")
+    services = _services()
+    snapshot = await services.agents.metrics_for(agent_id)
+    if kind != "all":
+        snapshot = {field: snapshot[field] for field in _AGENT_METRIC_TYPES[kind]}
+    period = request.args.get("period")
+    if period is not None:
+        snapshot.update(await services.metrics.history(snapshot["agent_id"], period))
+    return jsonify(snapshot)

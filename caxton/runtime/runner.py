@@ -54,6 +54,11 @@ class RunnerSpec:
     send_limits: SendLimits
 
 
+class RunnerObserver(Protocol):
+    def __call__(self, runner: AgentRunner, kind: str, detail: str | None) -> None:
+        """Called on the trio thread when the runner restarts its instance after a trap."""
+
+
 class ResultSink(Protocol):
     async def batch_done(self, runner: AgentRunner, results: list[tuple[Message, Outcome]]) -> None:
         """Commit the outcomes and route outgoing messages. Must not raise."""
@@ -68,7 +73,14 @@ class AgentRunner:
     FAILED when a replacement instance cannot be created after a trap.
     """
 
-    def __init__(self, spec: RunnerSpec, engine: WasmEngine, directory: Directory, sink: ResultSink) -> None:
+    def __init__(
+        self,
+        spec: RunnerSpec,
+        engine: WasmEngine,
+        directory: Directory,
+        sink: ResultSink,
+        observer: RunnerObserver | None = None,
+    ) -> None:
         self.spec = spec
         self.inbox = Inbox(spec.inbox_capacity)
         self.state = RunnerState.STARTING
@@ -85,6 +97,9 @@ class AgentRunner:
         self._stop_requested = False
         self._wait_scope: trio.CancelScope | None = None
         self._cpu_samples: deque[tuple[float, float]] = deque()
+        self._observer = observer
+        self._restart_reasons: list[str] = []
+        self.restarts = 0
 
     @property
     def agent_id(self) -> str:
@@ -155,8 +170,16 @@ class AgentRunner:
                     self.inbox.restore(untouched)
                 if results:
                     await self._sink.batch_done(self, results)
+                self._report_restarts()
             if self.state is RunnerState.FAILED:
                 return
+
+    def _report_restarts(self) -> None:
+        reasons, self._restart_reasons = self._restart_reasons, []
+        for reason in reasons:
+            self.restarts += 1
+            if self._observer is not None:
+                self._observer(self, "restarted", reason)
 
     def _finished(self) -> bool:
         if not self._stop_requested:
@@ -186,8 +209,10 @@ class AgentRunner:
             self._cpu_samples.append((time.monotonic(), outcome.cpu_seconds))
             if not outcome.ok:
                 logger.warning("agent %s failed message %s: %s", self.agent_id, message.message_id, outcome.error)
-            if outcome.needs_fresh_instance and not self._replace_executor():
-                break
+            if outcome.needs_fresh_instance:
+                if not self._replace_executor():
+                    break
+                self._restart_reasons.append(outcome.error or "trap")
         self.memory_used = self._executor.memory_used()
         return results
 

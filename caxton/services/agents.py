@@ -26,7 +26,9 @@ from caxton.runtime.engine import WasmEngine
 from caxton.runtime.instance import AgentStartError
 from caxton.runtime.modules import CompiledModule, ModuleCache
 from caxton.runtime.runner import AgentRunner, RunnerSpec, RunnerState
+from caxton.services.events import EventHub
 from caxton.services.messages import MessageService, parse_bounded_int
+from caxton.services.metrics import MetricsService
 from caxton.store import agents as agent_rows
 from caxton.store.agents import AgentRecord
 from caxton.store.db import Database
@@ -57,6 +59,8 @@ class AgentService:
         modules: ModuleCache,
         directory: Directory,
         messages: MessageService,
+        events: EventHub,
+        metrics: MetricsService,
         settings: AgentSettings,
     ) -> None:
         self._db = db
@@ -64,6 +68,8 @@ class AgentService:
         self._modules = modules
         self._directory = directory
         self._messages = messages
+        self._events = events
+        self._metrics = metrics
         self._settings = settings
         self._nursery: trio.Nursery | None = None
         self._pending_names: set[str] = set()
@@ -83,6 +89,7 @@ class AgentService:
 
     async def _restore_agents(self) -> None:
         records = await self._db.read(agent_rows.live_agents)
+        self._metrics.load_counts({r.agent_id: (r.messages_processed, r.messages_failed) for r in records})
         for record in records:
             self._directory.add_agent(record.agent_id, record.name)
         restarted = 0
@@ -102,8 +109,10 @@ class AgentService:
         except (AgentStartError, DeploymentFailed, LookupError) as exc:
             logger.error("agent %s (%s) failed to start: %s", record.name, record.agent_id, exc)
             await self._set_status(record.agent_id, AgentStatus.FAILED, last_error=str(exc))
+            self._publish("agent.failed", record.agent_id, f"agent {record.name} failed to start", error=str(exc))
             return 0
         await self._set_status(record.agent_id, AgentStatus.RUNNING, last_error=None)
+        self._publish("agent.started", record.agent_id, f"agent {record.name} started")
         return 1
 
     async def _launch(self, agent_id: str, config: AgentConfig, compiled: CompiledModule, *, restore: bool) -> AgentRunner:
@@ -112,7 +121,7 @@ class AgentService:
             agent_id=agent_id, name=config.name, compiled=compiled, limits=config.limits,
             inbox_capacity=self._settings.inbox_size, send_limits=self._settings.send_limits,
         )
-        runner = AgentRunner(spec, self._engine, self._directory, self._messages)
+        runner = AgentRunner(spec, self._engine, self._directory, self._messages, self._on_runner_event)
         if restore:
             self._directory.set_runner(agent_id, runner)
             await self._messages.restore_queued(runner)
@@ -137,6 +146,17 @@ class AgentService:
         if runner.state is RunnerState.FAILED:
             self._directory.clear_runner(runner.agent_id, runner)
             await self._set_status(runner.agent_id, AgentStatus.FAILED, last_error=runner.last_error)
+            self._publish(
+                "agent.failed", runner.agent_id, f"agent {runner.spec.name} failed", error=runner.last_error
+            )
+
+    def _on_runner_event(self, runner: AgentRunner, kind: str, detail: str | None) -> None:
+        self._publish(
+            f"agent.{kind}", runner.agent_id, f"agent {runner.spec.name} {kind} after: {detail}", reason=detail
+        )
+
+    def _publish(self, kind: str, agent_id: str, message: str, **fields: Any) -> None:
+        self._events.publish(kind, message, subjects=(agent_id,), agent_id=agent_id, **fields)
 
     async def deploy(self, wasm: bytes, *, filename: str | None, config: object) -> dict[str, Any]:
         """Validate, compile, start and store a new agent; changes nothing when any step fails."""
@@ -175,8 +195,34 @@ class AgentService:
             raise
         self._directory.add_agent(agent_id, config.name)
         self._directory.set_runner(agent_id, runner)
+        self._publish("agent.deployed", agent_id, f"agent {config.name} deployed", name=config.name)
+        self._publish("agent.started", agent_id, f"agent {config.name} started")
         logger.info("agent %s (%s) deployed, module %s, kind %s", config.name, agent_id, compiled.info.sha256[:12], compiled.info.kind)
         return {"agent_id": agent_id, "name": config.name, "status": "running", "deployed_at": deployed_at}
+
+    async def counts_by_status(self) -> dict[str, int]:
+        """Live agents in total and per status, for the system metrics."""
+        records = await self._db.read(agent_rows.live_agents)
+        counts = {"total": len(records)}
+        for status in AgentStatus:
+            counts[status.value] = 0
+        for record in records:
+            runner = self._directory.runner(record.agent_id)
+            status = runner.state.value if runner is not None else record.status
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    async def metrics_for(self, agent_id: str) -> dict[str, Any]:
+        record = await self._record(agent_id)
+        return self._metrics.agent_snapshot(record.agent_id)
+
+    async def require(self, agent_id: str) -> str:
+        """Return the id of a live agent named by id or name; raise AgentNotFound."""
+        return (await self._record(agent_id)).agent_id
+
+    def resolve_identity(self, identity: str) -> str | None:
+        """The agent id for an agent id or name, or None for anything else."""
+        return self._directory.agent_id(identity)
 
     async def list(self, *, status: str | None, limit: object, offset: object) -> tuple[list[dict[str, Any]], int]:
         if status is not None and status not in {s.value for s in AgentStatus}:
@@ -257,6 +303,7 @@ class AgentService:
         self._directory.clear_runner(runner.agent_id, runner)
         if runner.state is RunnerState.STOPPED and self._directory.is_agent(runner.agent_id):
             await self._set_status(runner.agent_id, AgentStatus.STOPPED)
+            self._publish("agent.stopped", runner.agent_id, f"agent {runner.spec.name} stopped")
 
     async def start(self, agent_id: str) -> dict[str, Any]:
         """Start a stopped or failed agent with its stored module and config."""
@@ -281,6 +328,7 @@ class AgentService:
                 with trio.move_on_after(DEFAULT_GRACE_SECONDS):
                     await runner.stopped.wait()
         self._directory.remove_agent(record.agent_id)
+        self._metrics.forget(record.agent_id)
         at = format_time(now())
 
         def commit(connection: sqlite3.Connection) -> None:
@@ -290,6 +338,7 @@ class AgentService:
         await self._db.write(commit)
         await self._messages.fail_queued(record.agent_id, "receiver was removed before handling the message")
         logger.info("agent %s (%s) removed%s", record.name, record.agent_id, " (forced)" if force else "")
+        self._publish("agent.removed", record.agent_id, f"agent {record.name} removed")
         return {"agent_id": record.agent_id, "status": "removed"}
 
     async def _set_status(

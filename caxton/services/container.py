@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import attrs
 
+from caxton.domain.ratelimit import RateLimiter
 from caxton.services.agents import AgentService
+from caxton.services.events import EventHub
 from caxton.services.messages import MessageService
+from caxton.services.metrics import MetricsService
 
 
 @attrs.frozen
@@ -18,4 +21,7 @@ class RequestLimits:
 class Services:
     agents: AgentService
     messages: MessageService
+    events: EventHub
+    metrics: MetricsService
     limits: RequestLimits
+    rate_limits: RateLimiter = attrs.field(factory=RateLimiter)

@@ -24,6 +24,8 @@ from caxton.domain.timefmt import format_time, now, parse_time
 from caxton.runtime.directory import Directory
 from caxton.runtime.instance import Outcome
 from caxton.runtime.runner import AgentRunner
+from caxton.services.events import EventHub
+from caxton.services.metrics import MetricsService
 from caxton.store import agents as agent_rows
 from caxton.store import messages as message_rows
 from caxton.store.db import Database
@@ -47,9 +49,13 @@ class SendReceipt:
 
 
 class MessageService:
-    def __init__(self, db: Database, directory: Directory, *, max_message_bytes: int) -> None:
+    def __init__(
+        self, db: Database, directory: Directory, events: EventHub, metrics: MetricsService, *, max_message_bytes: int
+    ) -> None:
         self._db = db
         self._directory = directory
+        self._events = events
+        self._metrics = metrics
         self.max_message_bytes = max_message_bytes
 
     async def send(self, body: object, *, size: int, client_identity: str) -> SendReceipt:
@@ -87,6 +93,7 @@ class MessageService:
         runner.inbox.put_reserved(message)
         if not self._directory.is_agent(sender):
             self._directory.add_client(sender)
+        self._publish_sent(message)
         logger.debug("message %s from %s queued for %s", message.message_id, sender, receiver_id)
         return SendReceipt(message_id=message.message_id, conversation_id=message.conversation_id)
 
@@ -144,11 +151,42 @@ class MessageService:
                 len(updates), runner.agent_id, results[0][0].message_id,
             )
             return
+        self._metrics.record_batch(runner.agent_id, [outcome for _, outcome in results])
+        for message, state, error in updates:
+            self._publish_outcome(message, state, error)
         for message, kind in outgoing:
+            self._publish_sent(message)
             if kind == "agent":
                 target = self._directory.runner(message.receiver)
                 if target is not None:
                     target.inbox.put(message)
+            else:
+                self._publish_outcome(message, message_rows.DELIVERED, None)
+
+    def _publish_sent(self, message: Message) -> None:
+        self._events.publish(
+            "message.sent",
+            f"{message.performative.value} from {message.sender} to {message.receiver}",
+            subjects=(message.sender, message.receiver),
+            **_event_fields(message),
+        )
+
+    def _publish_outcome(self, message: Message, state: str, error: str | None) -> None:
+        if state == message_rows.FAILED:
+            self._events.publish(
+                "message.failed",
+                f"{message.receiver} failed {message.message_id}: {error}",
+                subjects=(message.sender, message.receiver),
+                error=error,
+                **_event_fields(message),
+            )
+            return
+        self._events.publish(
+            "message.delivered",
+            f"{message.performative.value} {message.message_id} delivered to {message.receiver}",
+            subjects=(message.sender, message.receiver),
+            **_event_fields(message),
+        )
 
     def _route_target(self, draft: Draft, sender: str, handled: Message) -> tuple[Message, str]:
         receiver = handled.sender if draft.receiver is None else draft.receiver
@@ -212,6 +250,18 @@ class MessageService:
         known = await self._db.read(lambda c: [r.agent_id for r in agent_rows.live_agents(c)])
         clients = await self._db.read(lambda c: message_rows.client_identities(c, known))
         self._directory.add_clients(clients)
+
+
+def _event_fields(message: Message) -> dict:
+    return {
+        "message_id": message.message_id,
+        "from": message.sender,
+        "to": message.receiver,
+        "performative": message.performative.value,
+        "conversation_id": message.conversation_id,
+        "in_reply_to": message.in_reply_to,
+        "content": message.content,
+    }
 
 
 def _optional_filter(field: str, value: str | None) -> str | None:

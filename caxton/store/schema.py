@@ -65,6 +65,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX agent_events_agent ON agent_events (agent_id, id);
     """,
+    """
+    CREATE TABLE metric_samples (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject  TEXT NOT NULL,
+        at       TEXT NOT NULL,
+        data     TEXT NOT NULL
+    );
+    CREATE INDEX metric_samples_subject ON metric_samples (subject, at);
+    CREATE INDEX metric_samples_at ON metric_samples (at);
+    """,
 )
 
 
