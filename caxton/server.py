@@ -24,11 +24,13 @@ from caxton.runtime.abi import SendLimits
 from caxton.runtime.directory import Directory
 from caxton.runtime.engine import WasmEngine
 from caxton.runtime.modules import ModuleCache
+from caxton.runtime.runner import RestartSettings
 from caxton.services.agents import AgentService, AgentSettings
 from caxton.services.container import RequestLimits, Services
 from caxton.services.events import EventHub
 from caxton.services.messages import MessageService
 from caxton.services.metrics import MetricsService
+from caxton.services.rollout import Rollouts
 from caxton.store.db import Database
 
 logger = logging.getLogger(__name__)
@@ -113,21 +115,30 @@ async def _start_services(settings: Settings, db: Database, engine: WasmEngine, 
             default_cpu=settings.agents_default_cpu,
             default_timeout=settings.agents_default_timeout,
             max_timeout=settings.agents_max_timeout,
+            default_fuel=settings.runtime_fuel_per_message,
         ),
         inbox_size=settings.limits_inbox_size,
         send_limits=SendLimits(
             max_outgoing=settings.limits_max_outgoing_messages,
             max_message_bytes=settings.limits_max_message_size,
         ),
+        restarts=RestartSettings(
+            max_restarts=settings.supervision_max_restarts,
+            window=settings.supervision_restart_window,
+            backoff_initial=settings.supervision_backoff_initial,
+            backoff_max=settings.supervision_backoff_max,
+        ),
     )
     agents = AgentService(db, engine, modules, directory, messages, events, metrics, agent_settings)
     await nursery.start(agents.run)
+    rollouts = Rollouts(agents)
+    await rollouts.fail_interrupted()
     await nursery.start(metrics.run, agents.counts_by_status)
     limits = RequestLimits(
         max_module_size=settings.limits_max_module_size, max_request_size=settings.limits_max_request_size
     )
     rate_limits = build_rate_limiter(settings)
-    return Services(agents=agents, messages=messages, events=events, metrics=metrics, limits=limits, rate_limits=rate_limits)
+    return Services(agents=agents, messages=messages, events=events, metrics=metrics, rollouts=rollouts, limits=limits, rate_limits=rate_limits)
 
 
 async def _run_http(

@@ -146,3 +146,47 @@ FAN_OUT = reactor(
     imports='(import "caxton" "send_message" (func $send (param i32 i32) (result i32)))',
 )
 """Replies 100 times to every message: a flood of messages, and of events."""
+
+MEMORY_BOMB = reactor(
+    """
+    (func (export "handle_message") (param i32 i32) (result i32)
+      (block $full
+        (loop $grow
+          (br_if $full (i32.eq (memory.grow (i32.const 16)) (i32.const -1)))
+          (br $grow)))
+      (i32.const 0))
+    """
+)
+"""Grows its memory 16 pages at a time until the limit refuses, then returns 0."""
+
+OUTPUT_FLOOD = reactor(
+    """
+    (data (i32.const 16) "{\\"performative\\":\\"inform\\",\\"content\\":1}")
+    (global $refused (mut i32) (i32.const 0))
+    (func (export "handle_message") (param i32 i32) (result i32)
+      (local $i i32)
+      (global.set $next (i32.const 1024))
+      (loop $again
+        (if (i32.lt_s (call $send (i32.const 16) (i32.const 37)) (i32.const 0))
+          (then (global.set $refused (i32.add (global.get $refused) (i32.const 1)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $again (i32.lt_u (local.get $i) (i32.const 10000))))
+      ;; One more send of 60000 bytes, refused like the rest.
+      (drop (call $send (i32.const 16) (i32.const 60000)))
+      (i32.const 0))
+    """,
+    imports='(import "caxton" "send_message" (func $send (param i32 i32) (result i32)))',
+)
+"""Tries to send 10,000 messages and one oversized one per handled message."""
+
+CPU_HOG = reactor(
+    """
+    (func (export "handle_message") (param i32 i32) (result i32)
+      (local $i i32)
+      (loop $busy
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $busy (i32.lt_u (local.get $i) (i32.const 30000000))))
+      (i32.const 0))
+    """
+)
+"""Burns CPU for tens of milliseconds per message and sends nothing."""

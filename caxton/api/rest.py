@@ -101,6 +101,39 @@ async def get_agent(agent_id: str) -> Response:
     return jsonify(await _services().agents.get(agent_id))
 
 
+@blueprint.put("/agents/<agent_id>")
+async def update_agent(agent_id: str) -> tuple[Response, int]:
+    """Roll out new config and/or a new module: JSON, or multipart with a `wasm` part."""
+    wasm = None
+    if request.mimetype == "multipart/form-data":
+        files = await request.files
+        form = await request.form
+        upload = files.get("wasm")
+        if upload is not None:
+            wasm = upload.read()
+            limit = _services().limits.max_module_size
+            if len(wasm) > limit:
+                raise PayloadTooLarge(f"module is {len(wasm)} bytes, over the {limit}-byte limit")
+        unknown = sorted((set(form) | set(files)) - {"wasm", "config", "strategy", "version"})
+        if unknown:
+            raise InvalidRequest(unknown[0], "unknown form field; allowed: wasm, config, strategy, version")
+        fields = {"config": _config_part(form, files), "strategy": form.get("strategy"), "version": form.get("version")}
+    else:
+        body, _ = await _json_body(allow_empty=False)
+        if not isinstance(body, dict):
+            raise InvalidRequest("body", "expected a JSON object with config, strategy or version")
+        unknown = sorted(set(body) - {"config", "strategy", "version"})
+        if unknown:
+            raise InvalidRequest(unknown[0], "unknown field; allowed: config, strategy, version")
+        fields = {key: body.get(key) for key in ("config", "strategy", "version")}
+    if wasm is None and fields["config"] is None and fields["version"] is None:
+        raise InvalidRequest("body", "nothing to update: send config, version or a wasm part")
+    result = await _services().rollouts.update(
+        agent_id, wasm=wasm, config_patch=fields["config"], strategy=fields["strategy"], version=fields["version"]
+    )
+    return jsonify(result), 202
+
+
 @blueprint.post("/agents/<agent_id>/stop")
 async def stop_agent(agent_id: str) -> Response:
     body, _ = await _json_body(allow_empty=True)

@@ -18,7 +18,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # The shape of a generated agent id, which a name may not take.
 _ID_SHAPE = re.compile(r"^agent_[0-9a-f]{16}$")
 _CONFIG_FIELDS = frozenset({"name", "version", "description", "resources"})
-_RESOURCE_FIELDS = frozenset({"memory", "cpu", "timeout"})
+_RESOURCE_FIELDS = frozenset({"memory", "cpu", "timeout", "fuel"})
+# Largest fuel budget per message; wasmtime counts fuel in a signed 64-bit integer.
+MAX_FUEL = 2**62
 _MAX_DESCRIPTION = 1024
 
 
@@ -32,11 +34,15 @@ class AgentStatus(enum.Enum):
 
 @attrs.frozen
 class Limits:
-    """Per-agent budgets: bytes of linear memory, CPU millicores, seconds per message."""
+    """Per-agent budgets: bytes of linear memory, CPU millicores, seconds and fuel per message.
+
+    `fuel` 0 means no fuel budget: only the time limit bounds a handler.
+    """
 
     memory: int
     cpu: int
     timeout: float
+    fuel: int = 0
 
 
 @attrs.frozen
@@ -60,6 +66,7 @@ class AgentConfig:
                 "memory": self.memory_text,
                 "cpu": self.cpu_text,
                 "timeout": f"{self.limits.timeout:g}s",
+                "fuel": self.limits.fuel,
             },
         }
 
@@ -73,6 +80,7 @@ class LimitPolicy:
     default_cpu: int
     default_timeout: float
     max_timeout: float
+    default_fuel: int = 0
 
 
 def check_name(name: object, field: str = "config.name") -> str:
@@ -148,7 +156,10 @@ def _parse_limits(resources: dict[str, Any], policy: LimitPolicy) -> tuple[Limit
         raise InvalidRequest(
             "config.resources.timeout", f"{timeout:g}s is above the server maximum of {policy.max_timeout:g}s"
         )
+    fuel = resources.get("fuel", policy.default_fuel)
+    if isinstance(fuel, bool) or not isinstance(fuel, int) or not 0 <= fuel <= MAX_FUEL:
+        raise InvalidRequest("config.resources.fuel", f"expected an integer from 0 (no budget) to {MAX_FUEL}")
     memory_text = str(resources.get("memory", "")) or format_memory(memory)
     cpu_text = str(resources.get("cpu", "")) or f"{cpu}m"
-    return Limits(memory=memory, cpu=cpu, timeout=timeout), memory_text, cpu_text
+    return Limits(memory=memory, cpu=cpu, timeout=timeout, fuel=fuel), memory_text, cpu_text
 

@@ -155,6 +155,9 @@ def _send_message(caller: wasmtime.Caller, ptr: int, length: int) -> int:
     if context is None:
         # Called from agent_init or agent_shutdown: there is no message to answer yet.
         return SEND_INVALID
+    # Cheap checks first: a flooding guest is refused without copying its memory.
+    if len(context.outgoing) >= context.limits.max_outgoing:
+        return SEND_OVER_LIMIT
     if (length & 0xFFFFFFFF) > context.limits.max_message_bytes:
         return SEND_TOO_LARGE
     raw = read_guest(caller, ptr, length)

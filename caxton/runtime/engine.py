@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 # Deadline granularity: a handler may overrun its time limit by up to one tick.
 EPOCH_TICK_SECONDS = 0.01
+# Fuel for agents without a budget: far more than any handler can burn within its time limit.
+UNLIMITED_FUEL = 2**62
 
 
 class WasmEngine:
@@ -28,6 +30,9 @@ class WasmEngine:
     def __init__(self, *, memory_reservation: int, memory_guard_size: int, workers: int | None = None) -> None:
         config = wasmtime.Config()
         config.epoch_interruption = True
+        # Fuel is always metered, so any agent can have a deterministic budget per message and
+        # every agent reports what it used; agents without a budget get UNLIMITED_FUEL.
+        config.consume_fuel = True
         # A small reservation lets one process hold tens of thousands of instances; by default
         # each reserves 4 GiB of address space. Memory beyond it may move when it grows.
         config.memory_reservation = memory_reservation
@@ -36,7 +41,7 @@ class WasmEngine:
         self.engine = wasmtime.Engine(config)
         # Compiled code is only valid for the same wasmtime build and engine settings.
         self.settings_key = (
-            f"wasmtime-{importlib.metadata.version('wasmtime')}-epoch"
+            f"wasmtime-{importlib.metadata.version('wasmtime')}-epoch-fuel"
             f"-r{memory_reservation}-g{memory_guard_size}"
         )
         self.limiter = trio.CapacityLimiter(workers or os.cpu_count() or 1)

@@ -57,6 +57,13 @@ class Inbox:
         if self._items:
             self._wakeup.set()
 
+    def take_all(self) -> list[Message]:
+        """Remove and return every queued message, oldest first (to hand them to a successor)."""
+        items = list(self._items)
+        self._items.clear()
+        self._ids.clear()
+        return items
+
     async def take(self, max_items: int) -> list[Message]:
         """Wait until a message is queued, then remove and return up to `max_items`."""
         while not self._items:

@@ -18,7 +18,7 @@ import wasmtime
 from caxton.domain.agents import Limits
 from caxton.domain.messages import Draft, Performative
 from caxton.runtime.abi import HandlerContext, activate, restricted_wasi
-from caxton.runtime.engine import WasmEngine
+from caxton.runtime.engine import UNLIMITED_FUEL, WasmEngine
 from caxton.runtime.modules import CompiledModule
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,15 @@ class Outcome:
     needs_fresh_instance: bool = False
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
+    fuel_consumed: int = 0
 
 
 def describe_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
     """Return (error text, timed out) for an exception out of a guest call."""
     if isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.INTERRUPT:
         return f"handler timed out after {timeout:g}s", True
+    if isinstance(exc, wasmtime.Trap) and exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return "handler ran out of fuel", False
     if isinstance(exc, wasmtime.ExitTrap):
         return f"agent exited with code {exc.code}", False
     if isinstance(exc, wasmtime.Trap):
@@ -93,6 +96,13 @@ class ReactorInstance:
 
     def _arm(self) -> None:
         self.store.set_epoch_deadline(self._engine.ticks_for(self._limits.timeout))
+        self.store.set_fuel(self._limits.fuel or UNLIMITED_FUEL)
+
+    def _fuel_used(self) -> int:
+        try:
+            return (self._limits.fuel or UNLIMITED_FUEL) - self.store.get_fuel()
+        except wasmtime.WasmtimeError:
+            return 0
 
     def _log_output(self, level: int):
         def write(data: bytes) -> None:
@@ -112,10 +122,11 @@ class ReactorInstance:
                 status = self._call(payload)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             error, timed_out = describe_failure(exc, self._limits.timeout)
-            return self._finish(False, (), error, timed_out, True, started, cpu_started)
+            return self._finish(False, (), error, timed_out, True, started, cpu_started, self._fuel_used())
+        fuel = self._fuel_used()
         if status != 0:
-            return self._finish(False, (), f"handle_message returned {status}", False, False, started, cpu_started)
-        return self._finish(True, tuple(context.outgoing), None, False, False, started, cpu_started)
+            return self._finish(False, (), f"handle_message returned {status}", False, False, started, cpu_started, fuel)
+        return self._finish(True, tuple(context.outgoing), None, False, False, started, cpu_started, fuel)
 
     def _call(self, payload: bytes) -> int:
         self._arm()
@@ -132,10 +143,11 @@ class ReactorInstance:
         return status
 
     @staticmethod
-    def _finish(ok, outgoing, error, timed_out, fresh, started, cpu_started) -> Outcome:
+    def _finish(ok, outgoing, error, timed_out, fresh, started, cpu_started, fuel) -> Outcome:
         return Outcome(
             ok=ok, outgoing=outgoing, error=error, timed_out=timed_out, needs_fresh_instance=fresh,
             cpu_seconds=time.thread_time() - cpu_started, wall_seconds=time.perf_counter() - started,
+            fuel_consumed=fuel,
         )
 
     def shutdown(self) -> None:
@@ -193,6 +205,7 @@ class CommandRunner:
             config.argv = [self._label]
             store.set_wasi(config)
             store.set_epoch_deadline(self._engine.ticks_for(self._limits.timeout))
+            store.set_fuel(self._limits.fuel or UNLIMITED_FUEL)
             instance = self._compiled.pre.instantiate(store)
             exports = instance.exports(store)
             try:

@@ -5,6 +5,10 @@ more than a small handler), then handed to the `ResultSink`, which commits the o
 routes outgoing messages. A batch once taken is always handled and committed, even while the
 server shuts down; a stop request ends the batch early between two messages instead, and the
 untouched rest stays queued in the store.
+
+Between batches the runner enforces the agent's CPU share (an agent over its share waits
+before its next message) and, after a trap, replaces the instance with exponential backoff,
+giving up with state FAILED when the agent is in a crash loop.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import trio
 
 from caxton.domain.agents import Limits
 from caxton.domain.messages import Message
+from caxton.domain.supervision import CpuBudget, RestartPolicy
 from caxton.runtime.abi import HandlerContext, SendLimits
 from caxton.runtime.directory import Directory
 from caxton.runtime.engine import WasmEngine
@@ -45,6 +50,17 @@ class RunnerState(enum.Enum):
 
 
 @attrs.frozen
+class RestartSettings:
+    max_restarts: int = 5
+    window: float = 60.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 10.0
+
+    def policy(self) -> RestartPolicy:
+        return RestartPolicy(self.max_restarts, self.window, self.backoff_initial, self.backoff_max)
+
+
+@attrs.frozen
 class RunnerSpec:
     agent_id: str
     name: str
@@ -52,6 +68,8 @@ class RunnerSpec:
     limits: Limits
     inbox_capacity: int
     send_limits: SendLimits
+    restarts: RestartSettings = RestartSettings()
+    version: str = "1.0.0"
 
 
 class RunnerObserver(Protocol):
@@ -68,9 +86,10 @@ class AgentRunner:
     """Runs one agent. Start with `nursery.start(runner.run)`.
 
     `run` instantiates the module and calls `agent_init` before reporting started, so a
-    failing start raises `AgentStartError` out of `nursery.start`. It returns after
-    `request_stop` once the inbox is drained (or at once without drain), or with state
-    FAILED when a replacement instance cannot be created after a trap.
+    failing start raises `AgentStartError` out of `nursery.start`. A runner created with
+    `paused=True` accepts messages into its inbox but handles none until `resume`. `run`
+    returns after `request_stop` once the inbox is drained (or at once without drain), or
+    with state FAILED when the agent is in a crash loop or cannot be re-instantiated.
     """
 
     def __init__(
@@ -80,6 +99,8 @@ class AgentRunner:
         directory: Directory,
         sink: ResultSink,
         observer: RunnerObserver | None = None,
+        *,
+        paused: bool = False,
     ) -> None:
         self.spec = spec
         self.inbox = Inbox(spec.inbox_capacity)
@@ -87,19 +108,25 @@ class AgentRunner:
         self.last_error: str | None = None
         self.started_at: float | None = None
         self.memory_used = 0
+        self.restarts = 0
+        self.throttled_seconds = 0.0
         self.stopped = trio.Event()
         self._engine = engine
         self._directory = directory
         self._sink = sink
+        self._observer = observer
         self._executor: ReactorInstance | CommandRunner | None = None
         self._halt = threading.Event()
         self._drain = False
         self._stop_requested = False
         self._wait_scope: trio.CancelScope | None = None
+        self._resumed = trio.Event()
+        if not paused:
+            self._resumed.set()
         self._cpu_samples: deque[tuple[float, float]] = deque()
-        self._observer = observer
-        self._restart_reasons: list[str] = []
-        self.restarts = 0
+        self._budget = CpuBudget(spec.limits.cpu)
+        self._restart_policy = spec.restarts.policy()
+        self._pending_restart: str | None = None
 
     @property
     def agent_id(self) -> str:
@@ -108,6 +135,10 @@ class AgentRunner:
     @property
     def accepting(self) -> bool:
         return self.state is RunnerState.RUNNING and not self._stop_requested
+
+    def resume(self) -> None:
+        """Start handling messages (for a runner created paused)."""
+        self._resumed.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -118,9 +149,10 @@ class AgentRunner:
             raise
         self.state = RunnerState.RUNNING
         self.started_at = time.monotonic()
-        logger.info("agent %s (%s) started", self.spec.name, self.agent_id)
+        logger.info("agent %s (%s) version %s started", self.spec.name, self.agent_id, self.spec.version)
         task_status.started()
         try:
+            await self._interruptible(self._resumed.wait())
             await self._serve()
         finally:
             with trio.CancelScope(shield=True):
@@ -139,6 +171,7 @@ class AgentRunner:
             self.state = RunnerState.STOPPING
         if not self._drain:
             self._halt.set()
+            self._resumed.set()
         if self._wait_scope is not None and (not self._drain or not self.inbox):
             self._wait_scope.cancel()
 
@@ -154,12 +187,22 @@ class AgentRunner:
         window = min(CPU_WINDOW_SECONDS, max(self.uptime_seconds(), 1.0))
         return used / window * 1000
 
+    async def _interruptible(self, waiting) -> None:
+        """Await `waiting` unless a stop request cancels the wait first."""
+        with trio.CancelScope() as self._wait_scope:
+            if self._stop_requested and (not self._drain or not self.inbox):
+                self._wait_scope.cancel()
+            await waiting
+        self._wait_scope = None
+
     async def _serve(self) -> None:
         while not self._finished():
             batch: list[Message] = []
-            with trio.CancelScope() as self._wait_scope:
-                batch = await self.inbox.take(MAX_BATCH)
-            self._wait_scope = None
+
+            async def take() -> None:
+                batch.extend(await self.inbox.take(MAX_BATCH))
+
+            await self._interruptible(take())
             if not batch:
                 continue
             # A taken batch must reach the store, whatever cancellation comes meanwhile.
@@ -170,21 +213,45 @@ class AgentRunner:
                     self.inbox.restore(untouched)
                 if results:
                     await self._sink.batch_done(self, results)
-                self._report_restarts()
+            if self._pending_restart is not None:
+                await self._restart_instance()
             if self.state is RunnerState.FAILED:
                 return
-
-    def _report_restarts(self) -> None:
-        reasons, self._restart_reasons = self._restart_reasons, []
-        for reason in reasons:
-            self.restarts += 1
-            if self._observer is not None:
-                self._observer(self, "restarted", reason)
+            await self._throttle()
 
     def _finished(self) -> bool:
         if not self._stop_requested:
             return False
         return not self._drain or not self.inbox
+
+    async def _throttle(self) -> None:
+        delay = self._budget.delay(time.monotonic())
+        if delay > 0:
+            self.throttled_seconds += delay
+            await self._interruptible(trio.sleep(delay))
+
+    async def _restart_instance(self) -> None:
+        reason, self._pending_restart = self._pending_restart, None
+        decision = self._restart_policy.on_restart(time.monotonic())
+        if decision.give_up:
+            self.state = RunnerState.FAILED
+            self.last_error = (
+                f"crash loop: {decision.restarts_in_window} restarts within "
+                f"{self.spec.restarts.window:g}s; last error: {reason}"
+            )
+            logger.error("agent %s failed: %s", self.agent_id, self.last_error)
+            return
+        await self._interruptible(trio.sleep(decision.delay))
+        try:
+            self._executor = await trio.to_thread.run_sync(self._create_executor, limiter=self._engine.limiter)
+        except AgentStartError as exc:
+            self.state, self.last_error = RunnerState.FAILED, f"restart after trap failed: {exc}"
+            logger.error("agent %s cannot be restarted: %s", self.agent_id, exc)
+            return
+        self.restarts += 1
+        logger.info("agent %s restarted after %.2fs backoff: %s", self.agent_id, decision.delay, reason)
+        if self._observer is not None:
+            self._observer(self, "restarted", reason)
 
     def _create_executor(self) -> ReactorInstance | CommandRunner:
         label = f"{self.spec.name} ({self.agent_id})"
@@ -192,11 +259,15 @@ class AgentRunner:
         return kind(self.spec.compiled, self._engine, self.spec.limits, label)
 
     def _handle_batch(self, batch: list[Message]) -> list[tuple[Message, Outcome]]:
-        """Handle messages in order on a worker thread; stop early on a halt or a dead instance."""
+        """Handle messages in order on a worker thread.
+
+        Stops early on a stop request, when the agent has spent its CPU budget, or when the
+        instance trapped and must be replaced (which happens back on the trio side).
+        """
         results: list[tuple[Message, Outcome]] = []
         assert self._executor is not None
         for message in batch:
-            if self._halt.is_set():
+            if self._halt.is_set() or (results and self._budget.exhausted(time.monotonic())):
                 break
             context = HandlerContext(
                 agent_id=self.agent_id,
@@ -206,28 +277,19 @@ class AgentRunner:
             )
             outcome = self._executor.handle(message.encode(), context)
             results.append((message, outcome))
-            self._cpu_samples.append((time.monotonic(), outcome.cpu_seconds))
+            now = time.monotonic()
+            self._cpu_samples.append((now, outcome.cpu_seconds))
+            self._budget.charge(outcome.cpu_seconds, now)
             if not outcome.ok:
                 logger.warning("agent %s failed message %s: %s", self.agent_id, message.message_id, outcome.error)
             if outcome.needs_fresh_instance:
-                if not self._replace_executor():
-                    break
-                self._restart_reasons.append(outcome.error or "trap")
+                self._pending_restart = outcome.error or "trap"
+                break
         self.memory_used = self._executor.memory_used()
         return results
 
-    def _replace_executor(self) -> bool:
-        try:
-            self._executor = self._create_executor()
-        except AgentStartError as exc:
-            self.state, self.last_error = RunnerState.FAILED, f"restart after trap failed: {exc}"
-            logger.error("agent %s cannot be restarted after a trap: %s", self.agent_id, exc)
-            return False
-        logger.info("agent %s restarted with a fresh instance after a trap", self.agent_id)
-        return True
-
     async def _shutdown_executor(self) -> None:
         executor = self._executor
-        if executor is None or self.state is RunnerState.FAILED:
+        if executor is None or self.state is RunnerState.FAILED or self._pending_restart is not None:
             return
         await trio.to_thread.run_sync(executor.shutdown, limiter=self._engine.limiter)

@@ -25,11 +25,12 @@ from caxton.runtime.directory import Directory
 from caxton.runtime.engine import WasmEngine
 from caxton.runtime.instance import AgentStartError
 from caxton.runtime.modules import CompiledModule, ModuleCache
-from caxton.runtime.runner import AgentRunner, RunnerSpec, RunnerState
+from caxton.runtime.runner import AgentRunner, RestartSettings, RunnerSpec, RunnerState
 from caxton.services.events import EventHub
 from caxton.services.messages import MessageService, parse_bounded_int
 from caxton.services.metrics import MetricsService
 from caxton.store import agents as agent_rows
+from caxton.store import deployments as deployment_rows
 from caxton.store.agents import AgentRecord
 from caxton.store.db import Database
 
@@ -47,6 +48,7 @@ class AgentSettings:
     policy: LimitPolicy
     inbox_size: int
     send_limits: SendLimits
+    restarts: RestartSettings = RestartSettings()
 
 
 class AgentService:
@@ -115,13 +117,49 @@ class AgentService:
         self._publish("agent.started", record.agent_id, f"agent {record.name} started")
         return 1
 
-    async def _launch(self, agent_id: str, config: AgentConfig, compiled: CompiledModule, *, restore: bool) -> AgentRunner:
+    # Collaborators that the rollout service shares; the rest of this class stays private.
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    @property
+    def modules(self) -> ModuleCache:
+        return self._modules
+
+    @property
+    def directory(self) -> Directory:
+        return self._directory
+
+    @property
+    def policy(self) -> LimitPolicy:
+        return self._settings.policy
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        assert self._nursery is not None, "AgentService.run has not started"
+        return self._nursery
+
+    async def launch(self, agent_id: str, config: AgentConfig, compiled: CompiledModule, *, paused: bool) -> AgentRunner:
+        """Start a runner that is not registered for routing yet; DeploymentFailed if it cannot start."""
+        return await self._launch(agent_id, config, compiled, restore=False, paused=paused)
+
+    async def record(self, agent_id: str) -> AgentRecord:
+        """The stored record of a live agent named by id or name; AgentNotFound otherwise."""
+        return await self._record(agent_id)
+
+    def publish(self, kind: str, agent_id: str, message: str, **fields: Any) -> None:
+        self._publish(kind, agent_id, message, **fields)
+
+    async def _launch(
+        self, agent_id: str, config: AgentConfig, compiled: CompiledModule, *, restore: bool, paused: bool = False
+    ) -> AgentRunner:
         """Start a runner; with `restore`, registered first so routed messages reach it."""
         spec = RunnerSpec(
             agent_id=agent_id, name=config.name, compiled=compiled, limits=config.limits,
             inbox_capacity=self._settings.inbox_size, send_limits=self._settings.send_limits,
+            restarts=self._settings.restarts, version=config.version,
         )
-        runner = AgentRunner(spec, self._engine, self._directory, self._messages, self._on_runner_event)
+        runner = AgentRunner(spec, self._engine, self._directory, self._messages, self._on_runner_event, paused=paused)
         if restore:
             self._directory.set_runner(agent_id, runner)
             await self._messages.restore_queued(runner)
@@ -146,6 +184,7 @@ class AgentService:
         if runner.state is RunnerState.FAILED:
             self._directory.clear_runner(runner.agent_id, runner)
             await self._set_status(runner.agent_id, AgentStatus.FAILED, last_error=runner.last_error)
+            await self._record_event(runner.agent_id, "failed", runner.last_error)
             self._publish(
                 "agent.failed", runner.agent_id, f"agent {runner.spec.name} failed", error=runner.last_error
             )
@@ -154,6 +193,15 @@ class AgentService:
         self._publish(
             f"agent.{kind}", runner.agent_id, f"agent {runner.spec.name} {kind} after: {detail}", reason=detail
         )
+        assert self._nursery is not None
+        self._nursery.start_soon(self._record_event, runner.agent_id, kind, detail)
+
+    async def _record_event(self, agent_id: str, kind: str, detail: str | None) -> None:
+        at = format_time(now())
+        try:
+            await self._db.write(lambda c: agent_rows.record_event(c, agent_id, kind, detail, at))
+        except Exception:  # noqa: BLE001 - history of restarts is informative, not critical
+            logger.exception("cannot store %s event of agent %s", kind, agent_id)
 
     def _publish(self, kind: str, agent_id: str, message: str, **fields: Any) -> None:
         self._events.publish(kind, message, subjects=(agent_id,), agent_id=agent_id, **fields)
@@ -239,7 +287,6 @@ class AgentService:
         limits = _config_from_record(record).limits
         details = self._summary(record)
         details.update(
-            version=config.get("version"),
             kind=record.kind,
             module_sha256=record.module_sha256,
             deployed_at=record.deployed_at,
@@ -255,9 +302,17 @@ class AgentService:
                 "messages_failed": record.messages_failed,
                 "uptime_seconds": round(runner.uptime_seconds()) if runner else 0,
                 "queue_size": len(runner.inbox) if runner else 0,
+                "restarts": runner.restarts if runner else 0,
+                "throttled_seconds": round(runner.throttled_seconds, 3) if runner else 0.0,
             },
+            recent_events=await self._db.read(lambda c: agent_rows.recent_events(c, record.agent_id, 20)),
+            last_deployment=await self._last_deployment(record.agent_id),
         )
         return details
+
+    async def _last_deployment(self, agent_id: str) -> dict[str, Any] | None:
+        latest = await self._db.read(lambda c: deployment_rows.latest_for(c, agent_id))
+        return latest.to_json() if latest is not None else None
 
     def _summary(self, record: AgentRecord) -> dict[str, Any]:
         runner = self._directory.runner(record.agent_id)
@@ -268,6 +323,7 @@ class AgentService:
             "status": status,
             "memory_used": format_memory(runner.memory_used if runner else 0),
             "cpu_usage": round(runner.cpu_millicores() / 1000, 3) if runner else 0.0,
+            "version": json.loads(record.config).get("version"),
             "deployed_at": record.deployed_at,
         }
 
@@ -365,7 +421,7 @@ def _config_from_record(record: AgentRecord) -> AgentConfig:
     resources = raw["resources"]
     limits = Limits(
         memory=parse_memory(resources["memory"]), cpu=parse_cpu(resources["cpu"]),
-        timeout=parse_duration(resources["timeout"]),
+        timeout=parse_duration(resources["timeout"]), fuel=int(resources.get("fuel", 0)),
     )
     return AgentConfig(
         name=check_name(raw["name"]), limits=limits, version=raw.get("version", "1.0.0"),

@@ -9,6 +9,7 @@ from caxton.services.agents import AgentService
 from caxton.services.events import EventHub
 from caxton.services.messages import MessageService
 from caxton.services.metrics import MetricsService
+from caxton.services.rollout import Rollouts
 
 
 @attrs.frozen
@@ -23,5 +24,6 @@ class Services:
     messages: MessageService
     events: EventHub
     metrics: MetricsService
+    rollouts: Rollouts
     limits: RequestLimits
     rate_limits: RateLimiter = attrs.field(factory=RateLimiter)

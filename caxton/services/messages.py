@@ -90,7 +90,15 @@ class MessageService:
         except BaseException:
             runner.inbox.release()
             raise
-        runner.inbox.put_reserved(message)
+        current = self._directory.runner(receiver_id)
+        if current is runner:
+            runner.inbox.put_reserved(message)
+        else:
+            # An update switched versions during the commit: the message goes to the new
+            # one. Without any runner it stays queued in the store for the next start.
+            runner.inbox.release()
+            if current is not None:
+                current.inbox.put(message)
         if not self._directory.is_agent(sender):
             self._directory.add_client(sender)
         self._publish_sent(message)
@@ -141,6 +149,9 @@ class MessageService:
                 state = message_rows.QUEUED if kind == "agent" else message_rows.DELIVERED
                 message_rows.insert(connection, message, receiver_kind=kind, state=state)
             agent_rows.add_counts(connection, runner.agent_id, processed, len(updates) - processed)
+            for message, state, error in updates:
+                if state == message_rows.FAILED:
+                    agent_rows.record_event(connection, runner.agent_id, "message_failed", f"{message.message_id}: {error}", at)
 
         try:
             await self._db.write(commit)

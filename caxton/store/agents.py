@@ -112,3 +112,11 @@ def record_event(connection: sqlite3.Connection, agent_id: str, kind: str, detai
         "INSERT INTO agent_events (agent_id, kind, detail, at) VALUES (?, ?, ?, ?)",
         (agent_id, kind, detail, at),
     )
+
+
+def recent_events(connection: sqlite3.Connection, agent_id: str, limit: int) -> list[dict[str, Any]]:
+    """The agent's latest lifecycle events (deployed, restarted, failed, ...), newest first."""
+    rows = connection.execute(
+        "SELECT kind, detail, at FROM agent_events WHERE agent_id = ? ORDER BY id DESC LIMIT ?", (agent_id, limit)
+    ).fetchall()
+    return [{"event": row["kind"], "detail": row["detail"], "at": row["at"]} for row in rows]

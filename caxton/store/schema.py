@@ -75,6 +75,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX metric_samples_subject ON metric_samples (subject, at);
     CREATE INDEX metric_samples_at ON metric_samples (at);
     """,
+    """
+    CREATE TABLE deployments (
+        deployment_id  TEXT PRIMARY KEY,
+        agent_id       TEXT NOT NULL,
+        strategy       TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        from_version   TEXT NOT NULL,
+        to_version     TEXT NOT NULL,
+        from_sha256    TEXT NOT NULL,
+        to_sha256      TEXT NOT NULL,
+        config         TEXT NOT NULL,
+        error          TEXT,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL
+    );
+    CREATE INDEX deployments_agent ON deployments (agent_id, created_at);
+    """,
 )
 
 

@@ -144,7 +144,7 @@ def test_config_to_json():
         "name": "worker",
         "version": "3",
         "description": None,
-        "resources": {"memory": "50MB", "cpu": "1000m", "timeout": "0.5s"},
+        "resources": {"memory": "50MB", "cpu": "1000m", "timeout": "0.5s", "fuel": 0},
     }
 
 
@@ -224,3 +224,14 @@ def test_parse_config_timeout_above_max():
 
     assert caught.value.field == "config.resources.timeout"
     assert caught.value.reason == "120s is above the server maximum of 60s"
+
+
+@pytest.mark.parametrize("fuel", [-1, 1.5, "lots", True, 2**63])
+def test_fuel_must_be_a_bounded_integer(fuel):
+    with pytest.raises(InvalidRequest) as caught:
+        parse({"name": "worker", "resources": {"fuel": fuel}})
+    assert caught.value.field == "config.resources.fuel"
+
+
+def test_fuel_budget_parsed():
+    assert parse({"name": "worker", "resources": {"fuel": 5000}}).limits.fuel == 5000
