@@ -60,12 +60,21 @@ def _serve(args: argparse.Namespace) -> int:
             running = await nursery.start(run_until_signal, settings)
             _print_banner(running, settings)
 
+    failures: list[BaseException] = []
     try:
         trio.run(main_task)
-    except OSError as exc:
-        logging.getLogger("caxton").error("cannot start: %s", exc)
-        return 1
-    return 0
+    except* (OSError, RuntimeError, ValueError) as group:
+        # Trio wraps start-up errors (port in use, unreadable data folder) in an ExceptionGroup.
+        failures.extend(_leaves(group))
+    for error in failures:
+        logging.getLogger("caxton").error("cannot start: %s", error)
+    return 1 if failures else 0
+
+
+def _leaves(group: BaseException) -> list[BaseException]:
+    if isinstance(group, BaseExceptionGroup):
+        return [leaf for inner in group.exceptions for leaf in _leaves(inner)]
+    return [group]
 
 
 def _print_banner(running, settings) -> None:

@@ -105,7 +105,7 @@ async def _start_services(settings: Settings, db: Database, engine: WasmEngine, 
     directory = Directory()
     events = EventHub(settings.events_queue_size)
     metrics = MetricsService(
-        db, directory, sample_interval=settings.metrics_sample_interval, retention=settings.metrics_retention
+        db, directory, events, sample_interval=settings.metrics_sample_interval, retention=settings.metrics_retention
     )
     messages = MessageService(db, directory, events, metrics, max_message_bytes=settings.limits_max_message_size)
     agent_settings = AgentSettings(
@@ -174,13 +174,13 @@ async def run_until_signal(settings: Settings, *, task_status: trio.TaskStatus[R
                     return
 
             nursery.start_soon(watch)
-            await _wait_then_cancel(shutdown, nursery, settings.shutdown_timeout)
-
-
-async def _wait_then_cancel(shutdown: trio.Event, nursery: trio.Nursery, timeout: float) -> None:
-    await shutdown.wait()
-    # The nursery ends by itself once serve() returns; this deadline only bounds a stuck stop.
-    nursery.cancel_scope.deadline = trio.current_time() + timeout * 2 + 10
+            await shutdown.wait()
+            # serve() returns by itself once every layer has stopped. This deadline only bounds
+            # a stop that hangs; it leaves room for the longest handler an agent may run, so the
+            # store is never closed under an agent that is still committing.
+            nursery.cancel_scope.deadline = (
+                trio.current_time() + settings.shutdown_timeout + settings.agents_max_timeout + 10
+            )
 
 
 __all__ = ["Running", "client_identity", "run_until_signal", "serve"]

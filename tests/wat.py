@@ -190,3 +190,21 @@ CPU_HOG = reactor(
     """
 )
 """Burns CPU for tens of milliseconds per message and sends nothing."""
+
+WASI_PROBE = _wat(
+    """
+    (module
+      (import "wasi_snapshot_preview1" "environ_sizes_get" (func $env (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        (drop (call $env (i32.const 0) (i32.const 4)))
+        ;; Exit 1 when the agent sees any environment variable.
+        (if (i32.load (i32.const 0)) (then (call $exit (i32.const 1))))
+        ;; Exit 2 when descriptor 3 is a preopened directory (fd_prestat_get returns 0).
+        (if (i32.eqz (call $prestat (i32.const 3) (i32.const 8))) (then (call $exit (i32.const 2))))
+        (call $exit (i32.const 0))))
+    """
+)
+"""A WASI command that exits 0 only when it has no environment and no preopened files."""

@@ -88,7 +88,11 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
         elif error.code == 405:
             mapped = MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
         elif error.code == 413:
-            mapped = PayloadTooLarge(f"request body is over the {app.config['MAX_CONTENT_LENGTH']}-byte limit")
+            mapped = PayloadTooLarge(
+                f"request is too large: uploads may be {limits.max_module_size} bytes "
+                f"(limits.max_module_size) and other fields {limits.max_request_size} bytes "
+                "(limits.max_request_size)"
+            )
         else:
             mapped = CaxtonError(error.description or error.name)
             mapped.status = error.code or 500

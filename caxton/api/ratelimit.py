@@ -35,6 +35,7 @@ import time
 
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from caxton.config import Settings
 from caxton.domain.errors import RateLimited
@@ -109,8 +110,11 @@ def install_rate_limits(app: QuartTrio, limiter: RateLimiter, api_prefix: str) -
         if limiter.forced_evictions > evictions:
             _log_forced_eviction(limiter)
         if not decision.allowed:
+            headers = rate_limit_headers(decision)
+            if not await _discard_body():
+                headers["Connection"] = "close"
             message = _rejection_message(principal.name, category, limiter, decision)
-            raise RateLimited(message, headers=rate_limit_headers(decision))
+            raise RateLimited(message, headers=headers)
 
     @app.after_request
     async def add_rate_limit_headers(response: Response) -> Response:
@@ -119,6 +123,23 @@ def install_rate_limits(app: QuartTrio, limiter: RateLimiter, api_prefix: str) -
             for name, value in rate_limit_headers(decision).items():
                 response.headers[name] = value
         return response
+
+
+async def _discard_body() -> bool:
+    """Read and drop the request body before the 429 goes out; return whether that worked.
+
+    With Hypercorn 0.18 and Quart-Trio 0.12, a response that completes before the request body
+    has arrived leaves the keep-alive connection stuck. The connection is neither recycled nor
+    closed, so the client's next request on it gets no response. Reading the body first avoids
+    that, at the cost of receiving an upload that is then thrown away. When the body cannot be
+    read (over MAX_CONTENT_LENGTH, or too slow), the caller asks the client to close instead.
+    """
+    try:
+        await request.get_data(cache=False)
+    except HTTPException as error:
+        logger.debug("could not read the body of a rate-limited request: %s", error)
+        return False
+    return True
 
 
 def _rejection_message(token_name: str, category: Category, limiter: RateLimiter, decision: Decision) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from caxton.domain.errors import InvalidRequest
-from caxton.domain.resources import format_memory, parse_cpu, parse_duration, parse_memory
+from caxton.domain.resources import format_memory_exact, parse_cpu, parse_duration, parse_memory
 
 # Names are used in URLs, logs and as message receivers.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -159,7 +159,7 @@ def _parse_limits(resources: dict[str, Any], policy: LimitPolicy) -> tuple[Limit
     fuel = resources.get("fuel", policy.default_fuel)
     if isinstance(fuel, bool) or not isinstance(fuel, int) or not 0 <= fuel <= MAX_FUEL:
         raise InvalidRequest("config.resources.fuel", f"expected an integer from 0 (no budget) to {MAX_FUEL}")
-    memory_text = str(resources.get("memory", "")) or format_memory(memory)
+    memory_text = str(resources.get("memory", "")) or format_memory_exact(memory)
     cpu_text = str(resources.get("cpu", "")) or f"{cpu}m"
     return Limits(memory=memory, cpu=cpu, timeout=timeout, fuel=fuel), memory_text, cpu_text
 

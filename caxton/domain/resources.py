@@ -91,5 +91,13 @@ def format_memory(size: int) -> str:
     return f"{size}B"
 
 
+def format_memory_exact(size: int) -> str:
+    """Format bytes so that `parse_memory` gives back the same number: `64Mi`, `50MB`, `1000`."""
+    for unit, factor in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 def format_cpu(millicores: float) -> str:
     return f"{round(millicores)}m"

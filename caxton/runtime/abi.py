@@ -135,6 +135,17 @@ def activate(context: HandlerContext) -> Iterator[HandlerContext]:
         _active.context = previous
 
 
+@contextlib.contextmanager
+def lifecycle_label(label: str) -> Iterator[None]:
+    """Attribute log lines written outside a handler (agent_init, agent_shutdown) to `label`."""
+    previous = getattr(_active, "label", None)
+    _active.label = label
+    try:
+        yield
+    finally:
+        _active.label = previous
+
+
 def _context() -> HandlerContext | None:
     return getattr(_active, "context", None)
 
@@ -174,7 +185,7 @@ def _console(level: int) -> Callable[[wasmtime.Caller, int, int], None]:
         if context is not None:
             context.log(level, text)
         else:
-            agent_logger.log(level, "agent (starting): %s", text)
+            agent_logger.log(level, "agent %s: %s", getattr(_active, "label", None) or "(unknown)", text)
 
     return write
 

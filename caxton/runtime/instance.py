@@ -17,7 +17,7 @@ import wasmtime
 
 from caxton.domain.agents import Limits
 from caxton.domain.messages import Draft, Performative
-from caxton.runtime.abi import HandlerContext, activate, restricted_wasi
+from caxton.runtime.abi import HandlerContext, activate, lifecycle_label, restricted_wasi
 from caxton.runtime.engine import UNLIMITED_FUEL, WasmEngine
 from caxton.runtime.modules import CompiledModule
 
@@ -56,9 +56,18 @@ def describe_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
         return f"agent exited with code {exc.code}", False
     if isinstance(exc, wasmtime.Trap):
         code = exc.trap_code.name.lower() if exc.trap_code is not None else "trap"
-        return f"agent trapped ({code}): {exc.message.splitlines()[0]}", False
-    text = str(exc).strip().splitlines()
-    return f"agent failed: {text[0] if text else type(exc).__name__}", False
+        return f"agent trapped ({code}): {_cause(exc.message)}", False
+    return f"agent failed: {_cause(str(exc))}", False
+
+
+def _cause(text: str) -> str:
+    """The line of a wasmtime error that says what went wrong, not where."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if "Caused by:" in lines:
+        after = lines[lines.index("Caused by:") + 1:]
+        if after:
+            return after[-1]
+    return lines[0] if lines else "unknown error"
 
 
 class ReactorInstance:
@@ -74,25 +83,30 @@ class ReactorInstance:
             self.store.set_wasi(restricted_wasi(self._log_output(logging.INFO), self._log_output(logging.ERROR)))
         self._arm()
         try:
-            self.instance = compiled.pre.instantiate(self.store)
-            exports = self.instance.exports(self.store)
-            self.memory: wasmtime.Memory = exports["memory"]
-            self._alloc = exports["alloc"]
-            self._handle = exports["handle_message"]
-            self._dealloc = exports.get("dealloc")
-            self._shutdown = exports.get("agent_shutdown")
-            initialize = exports.get("_initialize")
-            if initialize is not None:
-                self._arm()
-                initialize(self.store)
-            init = exports.get("agent_init")
-            if init is not None:
-                self._arm()
-                status = init(self.store)
-                if status != 0:
-                    raise AgentStartError(f"agent_init returned {status}")
+            with lifecycle_label(agent_label):
+                self._instantiate(compiled)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             raise AgentStartError(describe_failure(exc, limits.timeout)[0]) from None
+
+    def _instantiate(self, compiled: CompiledModule) -> None:
+        """Instantiate, then run `_initialize` and `agent_init` when the module exports them."""
+        self.instance = compiled.pre.instantiate(self.store)
+        exports = self.instance.exports(self.store)
+        self.memory: wasmtime.Memory = exports["memory"]
+        self._alloc = exports["alloc"]
+        self._handle = exports["handle_message"]
+        self._dealloc = exports.get("dealloc")
+        self._shutdown = exports.get("agent_shutdown")
+        initialize = exports.get("_initialize")
+        if initialize is not None:
+            self._arm()
+            initialize(self.store)
+        init = exports.get("agent_init")
+        if init is not None:
+            self._arm()
+            status = init(self.store)
+            if status != 0:
+                raise AgentStartError(f"agent_init returned {status}")
 
     def _arm(self) -> None:
         self.store.set_epoch_deadline(self._engine.ticks_for(self._limits.timeout))
@@ -156,7 +170,8 @@ class ReactorInstance:
             return
         try:
             self._arm()
-            self._shutdown(self.store)
+            with lifecycle_label(self._label):
+                self._shutdown(self.store)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             logger.warning("agent %s: agent_shutdown failed: %s", self._label, describe_failure(exc, self._limits.timeout)[0])
 

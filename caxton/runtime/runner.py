@@ -26,7 +26,7 @@ import trio
 from caxton.domain.agents import Limits
 from caxton.domain.messages import Message
 from caxton.domain.supervision import CpuBudget, RestartPolicy
-from caxton.runtime.abi import HandlerContext, SendLimits
+from caxton.runtime.abi import MAX_LOG_LINES_PER_MESSAGE, HandlerContext, SendLimits
 from caxton.runtime.directory import Directory
 from caxton.runtime.engine import WasmEngine
 from caxton.runtime.inbox import Inbox
@@ -256,7 +256,9 @@ class AgentRunner:
     def _create_executor(self) -> ReactorInstance | CommandRunner:
         label = f"{self.spec.name} ({self.agent_id})"
         kind = CommandRunner if self.spec.compiled.info.kind == COMMAND else ReactorInstance
-        return kind(self.spec.compiled, self._engine, self.spec.limits, label)
+        executor = kind(self.spec.compiled, self._engine, self.spec.limits, label)
+        self.memory_used = executor.memory_used()
+        return executor
 
     def _handle_batch(self, batch: list[Message]) -> list[tuple[Message, Outcome]]:
         """Handle messages in order on a worker thread.
@@ -277,6 +279,11 @@ class AgentRunner:
             )
             outcome = self._executor.handle(message.encode(), context)
             results.append((message, outcome))
+            if context.dropped_log_lines:
+                logger.warning(
+                    "agent %s: %d log lines of message %s dropped (limit %d per message)",
+                    self.agent_id, context.dropped_log_lines, message.message_id, MAX_LOG_LINES_PER_MESSAGE,
+                )
             now = time.monotonic()
             self._cpu_samples.append((now, outcome.cpu_seconds))
             self._budget.charge(outcome.cpu_seconds, now)

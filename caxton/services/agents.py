@@ -372,7 +372,7 @@ class AgentService:
         await self._set_status(record.agent_id, AgentStatus(record.status), desired="running")
         if not await self._restart(record):
             latest = await self._record(agent_id)
-            raise DeploymentFailed(f"agent '{record.name}' failed to start: {latest.last_error}")
+            raise DeploymentFailed(latest.last_error or f"agent '{record.name}' failed to start")
         return {"agent_id": record.agent_id, "status": "running"}
 
     async def remove(self, agent_id: str, *, force: bool) -> dict[str, Any]:

@@ -25,12 +25,18 @@ from caxton.domain.errors import InvalidRequest
 from caxton.domain.timefmt import format_time, now
 from caxton.runtime.directory import Directory
 from caxton.runtime.instance import Outcome
+from caxton.services.events import EventHub
 from caxton.store import metrics as metric_rows
 from caxton.store.db import Database
 
 logger = logging.getLogger(__name__)
 
 PERIODS = {"5m": 300, "1h": 3600, "24h": 86400}
+# An agent whose inbox or memory passes these shares of its capacity raises a system.alert.
+QUEUE_ALERT_SHARE = 0.8
+MEMORY_ALERT_SHARE = 0.9
+# How often thresholds are checked; alerts fire on crossing, not on every check.
+ALERT_CHECK_SECONDS = 1.0
 # Window for `rate_per_second`: long enough to smooth batches, short enough to follow load.
 RATE_WINDOW_SECONDS = 10.0
 # Handler latency buckets in seconds, from a fast wasm call to the default 5 s time limit.
@@ -55,9 +61,13 @@ class AgentStats:
 
 
 class MetricsService:
-    def __init__(self, db: Database, directory: Directory, *, sample_interval: float, retention: float) -> None:
+    def __init__(
+        self, db: Database, directory: Directory, events: EventHub, *, sample_interval: float, retention: float
+    ) -> None:
         self._db = db
         self._directory = directory
+        self._events = events
+        self._alerting: set[tuple[str, str]] = set()
         self.sample_interval = sample_interval
         self.retention = retention
         self._stats: dict[str, AgentStats] = {}
@@ -172,9 +182,43 @@ class MetricsService:
         samples = await self._db.read(lambda c: metric_rows.samples_since(c, subject, since))
         return {"period": period, "interval_seconds": self.sample_interval, "samples": samples}
 
+    def check_thresholds(self) -> None:
+        """Publish a system.alert when an agent's queue or memory crosses its threshold."""
+        for runner in self._directory.runners():
+            agent_id = runner.agent_id
+            queue_share = len(runner.inbox) / runner.inbox.capacity
+            memory_share = runner.memory_used / runner.spec.limits.memory
+            self._alert(agent_id, "queue", queue_share >= QUEUE_ALERT_SHARE,
+                        f"inbox of agent {runner.spec.name} is {queue_share:.0%} full ({len(runner.inbox)} messages)")
+            self._alert(agent_id, "memory", memory_share >= MEMORY_ALERT_SHARE,
+                        f"agent {runner.spec.name} uses {memory_share:.0%} of its memory limit")
+
+    def _alert(self, agent_id: str, kind: str, active: bool, message: str) -> None:
+        key = (agent_id, kind)
+        if active and key not in self._alerting:
+            self._alerting.add(key)
+            logger.warning("alert: %s", message)
+            self._events.publish("system.alert", message, subjects=(agent_id,), agent_id=agent_id, alert=kind, state="raised")
+        elif not active and key in self._alerting:
+            self._alerting.discard(key)
+            self._events.publish(
+                "system.alert", f"{kind} alert of agent {agent_id} cleared", subjects=(agent_id,),
+                agent_id=agent_id, alert=kind, state="cleared",
+            )
+
     async def run(self, agent_counts, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Store a snapshot of the system and of each running agent every interval."""
-        task_status.started()
+        """Check alert thresholds every second and store a snapshot every sample interval."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_thresholds)
+            task_status.started()
+            await self._sample(agent_counts)
+
+    async def _watch_thresholds(self) -> None:
+        while True:
+            await trio.sleep(ALERT_CHECK_SECONDS)
+            self.check_thresholds()
+
+    async def _sample(self, agent_counts) -> None:
         logger.info("metrics sampler started (every %gs, kept %gs)", self.sample_interval, self.retention)
         while True:
             await trio.sleep(self.sample_interval)

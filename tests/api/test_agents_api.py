@@ -120,3 +120,21 @@ async def test_agents_restart_with_server(start_server, tmp_path):
         # Agent memory is not persisted: a restarted agent starts from its initial state.
         assert replies[1]["content"]["count"] == 1
         assert agent["agent_id"] in {m["receiver"] for m in await second.history()}
+
+
+async def test_default_memory_survives_restart(start_server):
+    first = await start_server(agents_default_memory="64Mi")
+    async with first.client:
+        # 1024 pages are exactly 64 MiB: the default limit must come back exactly.
+        module = wat._wat(
+            '(module (memory (export "memory") 1024)'
+            ' (func (export "alloc") (param i32) (result i32) (i32.const 1024))'
+            ' (func (export "handle_message") (param i32 i32) (result i32) (i32.const 0)))'
+        )
+        agent = await first.deploy(module, {"name": "exact"})
+    await first.stop()
+    second = await start_server(agents_default_memory="64Mi")
+    async with second.client:
+        details = (await second.client.get(f"/agents/{agent['agent_id']}")).json()
+        assert details["status"] == "running", details["last_error"]
+        assert details["config"]["resources"]["memory"] == "64Mi"

@@ -210,7 +210,7 @@ async def test_bad_updates_rejected(server):
     assert missing.json()["error"]["code"] == "AGENT_NOT_FOUND"
     details = await _details(server, agent["agent_id"])
     assert details["last_deployment"] is None
-    assert json.dumps(details["config"]["resources"]).count("MB") == 1
+    assert details["config"]["resources"]["memory"] == "64Mi"
 
 
 async def test_fuel_budget_fails_message(server):
@@ -222,3 +222,35 @@ async def test_fuel_budget_fails_message(server):
     assert messages[1]["performative"] == "failure"
     details = await _details(server, agent["agent_id"])
     assert details["config"]["resources"]["fuel"] == 100000
+
+
+async def test_wasi_agent_sees_no_environment_or_files(server, monkeypatch):
+    monkeypatch.setenv("CAXTON_SECRET_FOR_TEST", "must-not-leak")
+    await server.deploy(wat.WASI_PROBE, {"name": "probe"})
+    receipt = await server.send("probe", {"n": 1})
+    messages = await server.wait_for_history(lambda m: m and m[0]["status"] != "queued", conversation_id=receipt["conversation_id"])
+    assert messages[0]["status"] == "handled", messages[0]["error"]
+
+
+async def test_full_inbox_raises_system_alert(start_server):
+    from trio_websocket import open_websocket_url
+
+    from tests.conftest import TOKEN
+
+    live = await start_server(limits_inbox_size=5)
+    async with live.client:
+        await live.deploy(wat.SPIN_FOREVER, {"name": "busy", "resources": {"timeout": "3s"}})
+        url = live.running.urls[0].replace("http://", "ws://") + f"/ws?token={TOKEN}"
+        async with open_websocket_url(url) as ws:
+            await ws.send_message(json.dumps({"type": "subscribe", "events": ["system.alert"]}))
+            await ws.get_message()
+            # The first message keeps the agent spinning; the next four wait in its inbox.
+            await live.client.post("/messages", json={"performative": "request", "receiver": "busy"})
+            await trio.sleep(0.2)
+            for _ in range(4):
+                await live.client.post("/messages", json={"performative": "request", "receiver": "busy"})
+            with trio.fail_after(5):
+                alert = json.loads(await ws.get_message())
+        assert alert["type"] == "system.alert"
+        assert alert["alert"] == "queue"
+        assert "busy" in alert["message"]

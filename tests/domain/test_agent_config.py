@@ -108,7 +108,7 @@ def test_parse_config_none_uses_defaults():
     assert config.version == "1.0.0"
     assert config.description is None
     assert config.limits == Limits(memory=POLICY.default_memory, cpu=1000, timeout=5.0)
-    assert config.memory_text == "67.1MB"
+    assert config.memory_text == "64Mi"
     assert config.cpu_text == "1000m"
 
 

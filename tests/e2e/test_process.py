@@ -196,3 +196,19 @@ def test_examples_command_writes_module(tmp_path):
     target = tmp_path / "agent.wasm"
     subprocess.run([*CAXTON, "examples", "echo", "-o", str(target)], check=True, timeout=30)
     assert target.read_bytes()[:4] == b"\0asm"
+
+
+def test_port_in_use_is_one_line_error(tmp_path):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = subprocess.run(
+            [*CAXTON, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 1
+    assert "cannot start: [Errno 98] Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
