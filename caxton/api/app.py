@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from caxton import __version__
 from caxton.api.auth import TOKEN_HEADER, Authenticator
 from caxton.api.errors import error_response
+from caxton.api.openapi import OPENAPI_DOCUMENT
 from caxton.api.ratelimit import install_rate_limits
 from caxton.api.rest import blueprint
 from caxton.api.ws import blueprint as ws_blueprint
@@ -114,5 +115,10 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
         return jsonify(
             {"status": "healthy", "version": __version__, "uptime_seconds": round(time.monotonic() - started)}
         )
+
+    # Token-protected like every route but health; caxton/api/openapi.py says why.
+    @app.get(f"{API_PREFIX}/openapi.json")
+    async def openapi_document() -> Response:
+        return jsonify(OPENAPI_DOCUMENT)
 
     return app

@@ -24,4 +24,8 @@ def error_response(error: CaxtonError, trace: str | None = None) -> Response:
     response.status_code = error.status
     for name, value in error.headers.items():
         response.headers[name] = value
+    if has_request_context() and (request.content_length or "Transfer-Encoding" in request.headers):
+        # The body may be unread: with Hypercorn 0.18 and Quart-Trio 0.12 such a connection can
+        # hang on its next request, so close it and let the client reconnect.
+        response.headers["Connection"] = "close"
     return response

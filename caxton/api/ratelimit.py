@@ -8,18 +8,20 @@ principal identity and category (never keyed by the token itself):
 - `messages` (default 1000/s): POST, PUT, PATCH and DELETE under /messages, which means sending.
 - `metrics` (default 100/min): every request under /metrics.
 - `default` (1000/s, no setting): every other authenticated request. This includes GET and HEAD
-  on /agents and /messages, tasks, deployments, the OpenAPI document and unknown paths.
+  on /agents and /messages, and every path outside /agents, /messages and /metrics.
 
 Reads of /agents are not agent operations for two reasons. First, the API reference's own
 example, `curl -I` on /agents, reports `X-RateLimit-Limit: 1000` and not the agent limit of 10.
 Second, a dashboard or CLI that polls agent status every few seconds would use up 10/min and
-then be unable to stop a misbehaving agent. Deploys compile modules and starts and stops
-change running agents, while reads change nothing.
+then be unable to stop a misbehaving agent. Deploys compile modules, and starts, stops and
+updates change running agents, while reads change nothing.
 
 Every response to a request that passed authentication carries `X-RateLimit-Limit` and
 `X-RateLimit-Remaining`, error responses included. Health and OPTIONS requests carry no
 principal, so they are never limited and get no headers. The same holds for requests that
 authentication rejects with 401 or 403, because that hook raises before this one runs.
+WebSocket connections are not limited, because Quart runs `before_websocket` hooks for them
+and not `before_request`.
 
 A request that the limiter admits uses one unit even when the route then fails with 400, 404
 or 500, so retrying a malformed request does not get around the limit. A request that the
@@ -129,10 +131,11 @@ async def _discard_body() -> bool:
     """Read and drop the request body before the 429 goes out; return whether that worked.
 
     With Hypercorn 0.18 and Quart-Trio 0.12, a response that completes before the request body
-    has arrived leaves the keep-alive connection stuck. The connection is neither recycled nor
-    closed, so the client's next request on it gets no response. Reading the body first avoids
-    that, at the cost of receiving an upload that is then thrown away. When the body cannot be
-    read (over MAX_CONTENT_LENGTH, or too slow), the caller asks the client to close instead.
+    has arrived can leave the keep-alive connection stuck. Quart-Trio cancels the request's
+    nursery, and with it Hypercorn's connection cleanup, so the connection is neither recycled
+    nor closed and the client's next request on it gets no response. Reading the body first
+    avoids that, at the cost of receiving an upload that is then thrown away. When the body
+    cannot be read (over MAX_CONTENT_LENGTH, or too slow), the caller asks the client to close.
     """
     try:
         await request.get_data(cache=False)

@@ -105,8 +105,8 @@ class Bucket:
 
     All arithmetic is on integers in units of 1/count nanoseconds. In those units the
     emission interval (`period / count`) is exactly `period` in nanoseconds, so a long run of
-    requests adds no rounding error. Floats would drift by more than a nanosecond after a
-    thousand additions at monotonic-clock magnitudes.
+    requests adds no rounding error. Floats can drift by several nanoseconds over a thousand
+    additions at clock readings near 1e5 s, which is enough to flip a decision at the boundary.
     """
 
     __slots__ = ("rate", "_interval", "_window", "_tat")
@@ -123,7 +123,7 @@ class Bucket:
         return _to_nanoseconds(now) * self.rate.count
 
     def check(self, now: float) -> Decision:
-        """Admit one request at `now` and return the decision; a rejection changes nothing."""
+        """Admit one request at `now` and return the decision. A rejection changes nothing."""
         now_scaled = self._scaled(now)
         start = now_scaled if self._tat is None else max(self._tat, now_scaled)
         tat = start + self._interval
@@ -137,13 +137,13 @@ class Bucket:
         return Decision(allowed=True, limit=count, remaining=remaining, retry_after=0.0)
 
     def full_at(self) -> float:
-        """The time, in the caller's seconds, at which the whole burst is available again."""
+        """Return the time, in the caller's seconds, at which the whole burst is available again."""
         if self._tat is None:
             return -math.inf
         return self._tat / self.rate.count / _NANOSECONDS_PER_SECOND
 
     def is_full(self, now: float) -> bool:
-        """Whether the whole burst is available at `now`, so the bucket equals a new one."""
+        """Return whether the whole burst is available at `now`, so the bucket equals a new one."""
         return self._tat is None or self._tat <= self._scaled(now)
 
 

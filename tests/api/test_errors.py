@@ -6,6 +6,7 @@ import logging
 import os
 
 import pytest
+import trio
 
 from tests import wat
 from tests.conftest import TOKEN, example_bytes
@@ -202,3 +203,15 @@ async def test_trace_id_in_server_log(server, caplog):
     trace = _error(response, 404, "AGENT_NOT_FOUND")["trace_id"]
     assert any(trace in record.getMessage() for record in caplog.records)
     assert all(TOKEN not in record.getMessage() for record in caplog.records)
+
+
+async def test_connection_reusable_after_early_error(server):
+    """A rejected upload whose body was never read must not hang the client's next request."""
+    body = b"\0asm" + b"x" * 3_000_000
+    for _ in range(8):
+        rejected = await server.client.post(
+            "/agents", files={"wasm": ("a.wasm", body)}, headers={"X-Caxton-Token": "wrong-token-0123456789"}
+        )
+        assert rejected.status_code == 401
+        with trio.fail_after(3):
+            assert (await server.client.get("/health")).status_code == 200
