@@ -772,7 +772,10 @@ def _agent_operations() -> dict[str, Any]:
             "wasm": {
                 "type": "string",
                 "contentMediaType": "application/octet-stream",
-                "description": "The WebAssembly module, as a file part; at most `limits.max_module_size` (default 16 MiB).",
+                "description": (
+                    "The WebAssembly module, as a file part with any Content-Type (such as "
+                    "`application/wasm`); at most `limits.max_module_size` (default 16 MiB)."
+                ),
             },
             "config": {
                 "type": "string",
@@ -814,7 +817,6 @@ def _agent_operations() -> dict[str, Any]:
                     "content": {
                         "multipart/form-data": {
                             "schema": deploy_form,
-                            "encoding": {"wasm": {"contentType": "application/wasm, application/octet-stream"}},
                         }
                     },
                 },
@@ -876,7 +878,6 @@ def _agent_operations() -> dict[str, Any]:
                         "application/json": {"schema": _schema("UpdateRequest")},
                         "multipart/form-data": {
                             "schema": update_form,
-                            "encoding": {"wasm": {"contentType": "application/wasm, application/octet-stream"}},
                         },
                     },
                 },

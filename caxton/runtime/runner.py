@@ -2,7 +2,8 @@
 
 A batch is handled on a worker thread (one hop for many messages, since a hop costs far
 more than a small handler), then handed to the `ResultSink`, which commits the outcomes and
-routes outgoing messages. A batch once taken is always handled and committed, even while the
+routes outgoing messages. A second task of the runner does the handing over, so the next
+batch is handled while the previous one commits; batches still commit in order. A batch once taken is always handled and committed, even while the
 server shuts down; a stop request ends the batch early between two messages instead, and the
 untouched rest stays queued in the store.
 
@@ -37,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 # Messages per worker hop: amortises the ~200 µs hop while keeping a stop request prompt.
 MAX_BATCH = 32
+# Handled batches that may wait for their commit at once: with two, the agent handles one
+# batch while the previous one commits, and memory stays bounded when the disk is slow.
+COMMITS_IN_FLIGHT = 2
 # Window over which `cpu_millicores` averages the agent's CPU time.
 CPU_WINDOW_SECONDS = 10.0
 
@@ -151,9 +155,15 @@ class AgentRunner:
         self.started_at = time.monotonic()
         logger.info("agent %s (%s) version %s started", self.spec.name, self.agent_id, self.spec.version)
         task_status.started()
+        send_results, receive_results = trio.open_memory_channel[list[tuple[Message, Outcome]]](
+            COMMITS_IN_FLIGHT - 1
+        )
         try:
-            await self._interruptible(self._resumed.wait())
-            await self._serve()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._commit_results, receive_results)
+                async with send_results:
+                    await self._interruptible(self._resumed.wait())
+                    await self._serve(send_results)
         finally:
             with trio.CancelScope(shield=True):
                 await self._shutdown_executor()
@@ -161,6 +171,14 @@ class AgentRunner:
                 self.state = RunnerState.STOPPED
             self.stopped.set()
             logger.info("agent %s (%s) %s", self.spec.name, self.agent_id, self.state.value)
+
+    async def _commit_results(self, receive_results: trio.MemoryReceiveChannel) -> None:
+        """Hand handled batches to the sink one at a time, in order, until the channel closes."""
+        async with receive_results:
+            async for results in receive_results:
+                # Shielded: a handled batch must reach the store, whatever cancellation comes.
+                with trio.CancelScope(shield=True):
+                    await self._sink.batch_done(self, results)
 
     def request_stop(self, *, drain: bool) -> None:
         """Ask the runner to stop: after the queued messages when `drain`, else at once."""
@@ -195,7 +213,7 @@ class AgentRunner:
             await waiting
         self._wait_scope = None
 
-    async def _serve(self) -> None:
+    async def _serve(self, send_results: trio.MemorySendChannel) -> None:
         while not self._finished():
             batch: list[Message] = []
 
@@ -205,14 +223,15 @@ class AgentRunner:
             await self._interruptible(take())
             if not batch:
                 continue
-            # A taken batch must reach the store, whatever cancellation comes meanwhile.
+            # A taken batch must be handled and reach the committer, whatever cancellation
+            # comes meanwhile. The commit itself overlaps with handling the next batch.
             with trio.CancelScope(shield=True):
                 results = await trio.to_thread.run_sync(self._handle_batch, batch, limiter=self._engine.limiter)
                 untouched = batch[len(results):]
                 if untouched:
                     self.inbox.restore(untouched)
                 if results:
-                    await self._sink.batch_done(self, results)
+                    await send_results.send(results)
             if self._pending_restart is not None:
                 await self._restart_instance()
             if self.state is RunnerState.FAILED:

@@ -154,7 +154,9 @@ class MessageService:
                     agent_rows.record_event(connection, runner.agent_id, "message_failed", f"{message.message_id}: {error}", at)
 
         try:
-            await self._db.write(commit)
+            # Not durable: if a machine crash loses this commit, the inputs are still queued
+            # and are handled again after the restart (at-least-once), so skip the fsync.
+            await self._db.write(commit, durable=False)
         except Exception:
             # The inputs stay queued in the store and run again after a restart (at-least-once).
             logger.exception(

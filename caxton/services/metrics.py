@@ -233,7 +233,7 @@ class MetricsService:
                 metric_rows.prune_before(connection, cutoff)
 
             try:
-                await self._db.write(store)
+                await self._db.write(store, durable=False)
             except Exception:  # noqa: BLE001 - a lost sample must not stop the sampler
                 logger.exception("cannot store metric samples taken at %s", at)
 

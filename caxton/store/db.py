@@ -5,6 +5,13 @@ collects whatever writes are waiting, runs them on a worker thread in one transa
 inside its own savepoint, so one failing write does not undo its neighbours) and commits once.
 `write` returns only after that commit, which is what lets the API acknowledge a message only
 once it is durable. Reads run on a second connection that WAL lets proceed beside the writer.
+
+Durability is chosen per write. A durable write (the default) is committed with
+`synchronous=FULL`, so it survives power loss. A write with `durable=False` is committed with
+`synchronous=NORMAL`: it survives a crash of the process but not of the machine, and skips
+the fsync. That suits writes the server can redo, such as a handler's outcome, whose input
+stays queued and is handled again if the outcome is lost. The WAL is sequential, so the next
+durable commit makes every earlier one durable too.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ QUEUE_SIZE = 4096
 @attrs.define
 class _PendingWrite:
     operation: Callable[[sqlite3.Connection], Any]
+    durable: bool = True
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -53,6 +61,7 @@ class Database:
         self._reader: sqlite3.Connection | None = None
         self._write_thread = trio.CapacityLimiter(1)
         self._read_thread = trio.CapacityLimiter(1)
+        self._synchronous = "FULL"
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await trio.to_thread.run_sync(self._open, limiter=self._write_thread)
@@ -64,13 +73,15 @@ class Database:
             with trio.CancelScope(shield=True):
                 await self._flush_and_close()
 
-    async def write(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, operation: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run `operation` in a write transaction and return its result once committed.
 
-        An exception raised by `operation` is re-raised here and rolls back only that
-        operation. A failed commit raises `sqlite3.Error` for every write in the batch.
+        With `durable=False` the commit survives a process crash but may be lost with the
+        machine (see the module docstring). An exception raised by `operation` is re-raised
+        here and rolls back only that operation. A failed commit raises `sqlite3.Error` for
+        every write in the batch.
         """
-        pending = _PendingWrite(operation)
+        pending = _PendingWrite(operation, durable)
         await self._send.send(pending)
         await pending.done.wait()
         if pending.error is not None:
@@ -113,7 +124,11 @@ class Database:
     def _apply(self, batch: list[_PendingWrite]) -> None:
         assert self._writer is not None
         connection = self._writer
+        synchronous = "FULL" if any(pending.durable for pending in batch) else "NORMAL"
         try:
+            if synchronous != self._synchronous:
+                connection.execute(f"PRAGMA synchronous={synchronous}")
+                self._synchronous = synchronous
             connection.execute("BEGIN IMMEDIATE")
             for index, pending in enumerate(batch):
                 savepoint = f"write_{index}"
