@@ -36,6 +36,9 @@ from caxton.store.db import Database
 
 logger = logging.getLogger(__name__)
 
+# Marks an argument the caller did not pass, where None is a meaningful value.
+_UNCHANGED = object()
+
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 # Stop requests without a grace period get this long to finish the message in hand.
@@ -398,12 +401,12 @@ class AgentService:
         return {"agent_id": record.agent_id, "status": "removed"}
 
     async def _set_status(
-        self, agent_id: str, status: AgentStatus, *, desired: str | None = None, last_error: str | None | type = ...
+        self, agent_id: str, status: AgentStatus, *, desired: str | None = None, last_error: object = _UNCHANGED
     ) -> None:
         changes: dict[str, Any] = {"status": status.value}
         if desired is not None:
             changes["desired_state"] = desired
-        if last_error is not ...:
+        if last_error is not _UNCHANGED:
             changes["last_error"] = last_error
         await self._db.write(lambda c: agent_rows.update_agent(c, agent_id, **changes))
 

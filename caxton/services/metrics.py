@@ -52,6 +52,7 @@ class AgentStats:
     latency_seconds: float = 0.0
     latency_count: int = 0
     cpu_seconds: float = 0.0
+    fuel_consumed: int = 0
     handled_times: deque = attrs.field(factory=deque)
 
     def rate(self, at: float) -> float:
@@ -111,6 +112,7 @@ class MetricsService:
             stats.latency_seconds += outcome.wall_seconds
             stats.latency_count += 1
             stats.cpu_seconds += outcome.cpu_seconds
+            stats.fuel_consumed += outcome.fuel_consumed
             stats.handled_times.append(at)
             histogram.observe(outcome.wall_seconds)
         self._system_times.append((at, len(outcomes)))
@@ -154,6 +156,7 @@ class MetricsService:
             "rate_per_second": round(stats.rate(time.monotonic()), 3),
             "cpu_usage": round(runner.cpu_millicores() / 1000, 3) if runner else 0.0,
             "cpu_seconds_total": round(stats.cpu_seconds, 6),
+            "fuel_consumed_total": stats.fuel_consumed,
             "memory_usage_mb": round((runner.memory_used if runner else 0) / 2**20, 3),
             "queue_size": len(runner.inbox) if runner else 0,
             "uptime_seconds": round(runner.uptime_seconds()) if runner else 0,
@@ -278,10 +281,12 @@ class _StatsCollector:
         processed = CounterMetricFamily("caxton_messages_processed", "Messages handled successfully", labels=["agent_id"])
         failed = CounterMetricFamily("caxton_messages_failed", "Messages whose handler failed", labels=["agent_id"])
         cpu = CounterMetricFamily("caxton_agent_cpu_seconds", "CPU time spent in handlers", labels=["agent_id"])
+        fuel = CounterMetricFamily("caxton_agent_fuel_consumed", "Wasm fuel units burned by handlers", labels=["agent_id"])
         memory = GaugeMetricFamily("caxton_agent_memory_bytes", "Linear memory of the agent's instance", labels=["agent_id"])
         for agent_id, stats in self._service.all_stats().items():
             processed.add_metric([agent_id], stats.processed)
             failed.add_metric([agent_id], stats.failed)
             cpu.add_metric([agent_id], stats.cpu_seconds)
+            fuel.add_metric([agent_id], stats.fuel_consumed)
             memory.add_metric([agent_id], self._service.memory_of(agent_id))
-        yield from (processed, failed, cpu, memory)
+        yield from (processed, failed, cpu, fuel, memory)

@@ -80,6 +80,10 @@ async def test_prometheus_counters_match_json(server):
         assert values[("caxton_messages_processed_total", agent["agent_id"])] == body["messages_processed"]
         assert values[("caxton_messages_failed_total", agent["agent_id"])] == body["messages_failed"]
     assert values[("caxton_handler_latency_seconds_count", ok["agent_id"])] == 5
+    fuel = (await server.client.get(f"/metrics/agents/{ok['agent_id']}")).json()["fuel_consumed_total"]
+    assert fuel > 0
+    assert values[("caxton_agent_fuel_consumed_total", ok["agent_id"])] == fuel
+    assert values[("caxton_agent_cpu_seconds_total", ok["agent_id"])] > 0
     assert ("caxton_bus_queue_depth", "") in values
     assert any(name == "caxton_http_requests_total" for name, _ in values)
 
