@@ -29,14 +29,14 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 PROMETHEUS_PATH = "/metrics"
-# Paths answered without a token, for load balancers and probes.
+# Paths served without a token, for load balancers and probes.
 PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health"})
 # Room for multipart boundaries and the config part around an uploaded module.
 MULTIPART_OVERHEAD = 256 * 1024
 
 
 def _presented_token() -> str | None:
-    """The token from `X-Caxton-Token`, or from `Authorization: Bearer` (as Prometheus sends it)."""
+    """Return the token from `X-Caxton-Token`, or from `Authorization: Bearer` (as Prometheus sends it)."""
     token = request.headers.get(TOKEN_HEADER)
     if token:
         return token
@@ -116,7 +116,7 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
             {"status": "healthy", "version": __version__, "uptime_seconds": round(time.monotonic() - started)}
         )
 
-    # Token-protected like every route but health; caxton/api/openapi.py says why.
+    # Token-protected like every route but health; the reason is in caxton/api/openapi.py.
     @app.get(f"{API_PREFIX}/openapi.json")
     async def openapi_document() -> Response:
         return jsonify(OPENAPI_DOCUMENT)

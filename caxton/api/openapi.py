@@ -6,10 +6,10 @@ classes), so changing one of those changes the document too. Patterns and field 
 the code keeps private are written out here, and `tests/api/test_openapi.py` sends generated
 requests from this document to a real server to check them.
 
-`openapi.json` needs a token like every other route except `/api/v1/health`. The document
-reveals no secret, but the app's authentication hook exempts only the paths in
-`caxton.api.app.PUBLIC_PATHS`. Code generators, Swagger UI and schemathesis can all send the
-`X-Caxton-Token` header when they fetch a document. A token-protected document also falls under
+`openapi.json` needs a token, like every route except `/api/v1/health`. The document reveals
+no secret, but the tools that read it (code generators, Swagger UI, schemathesis) can all send
+the `X-Caxton-Token` header, so a public document would only add a second exception to the
+authentication hook (`caxton.api.app.PUBLIC_PATHS`). As an authenticated request it falls under
 the `default` rate limit and carries the `X-RateLimit-*` headers like other routes.
 
 OpenAPI cannot describe WebSocket frames, so the `/ws` event stream is described in prose in
@@ -69,14 +69,14 @@ ERROR_CLASSES: tuple[type[CaxtonError], ...] = (
     PayloadTooLarge,
 )
 
-# ECMA-262 versions of the checks in caxton.domain: `_IDENTITY` and `_NAME` use `\d`-free
-# character classes already, so the patterns are the same text.
+# The regular expressions of caxton.domain, in the ECMA-262 syntax that JSON Schema uses.
+# NOTE: the server accepts a few values that these patterns reject, because Python's `$` also
+# matches before a final newline and its `\d` (in the resource patterns) matches non-ASCII digits.
 IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 AGENT_ID_PATTERN = r"^agent_[0-9a-f]{16}$"
 # caxton.domain.resources: sizes with SI or IEC units (case-insensitive), CPU in cores or
-# millicores, durations in ms, s or m. NOTE: Python's `\d` there also matches non-ASCII
-# digits, which these patterns leave out.
+# millicores, durations in ms, s or m.
 MEMORY_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([BbKkMmGg]|[KkMmGg][Bb]|[KkMmGg][Ii][Bb]?)?\s*$"
 CPU_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*m?\s*$"
 DURATION_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s|m)?\s*$"
@@ -635,6 +635,15 @@ def _all_schemas() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _limit_parameter(default: int, maximum: int) -> dict[str, Any]:
+    return {
+        "name": "limit",
+        "in": "query",
+        "description": "Page size.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+    }
+
+
 def _parameters() -> dict[str, Any]:
     return {
         "AgentRef": {
@@ -647,12 +656,8 @@ def _parameters() -> dict[str, Any]:
             ),
             "schema": {"type": "string", "pattern": AGENT_NAME_PATTERN},
         },
-        "Limit": {
-            "name": "limit",
-            "in": "query",
-            "description": "Page size.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": DEFAULT_LIST_LIMIT},
-        },
+        "AgentLimit": _limit_parameter(DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT),
+        "MessageLimit": _limit_parameter(DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT),
         "Offset": {
             "name": "offset",
             "in": "query",
@@ -841,7 +846,7 @@ def _agent_operations() -> dict[str, Any]:
                         "description": "Filter on the stored status.",
                         "schema": _schema("AgentStatus"),
                     },
-                    _ref("parameters", "Limit"),
+                    _ref("parameters", "AgentLimit"),
                     _ref("parameters", "Offset"),
                 ],
                 "responses": _responses(
@@ -1030,7 +1035,7 @@ def _message_operations() -> dict[str, Any]:
                         "description": "Messages at or after this RFC 3339 time; it needs `Z` or an offset (write `+` as `%2B`).",
                         "schema": {"type": "string", "format": "date-time"},
                     },
-                    _ref("parameters", "Limit"),
+                    _ref("parameters", "MessageLimit"),
                     _ref("parameters", "Offset"),
                 ],
                 "responses": _responses(

@@ -2,8 +2,8 @@
 
 A batch is handled on a worker thread (one hop for many messages, since a hop costs far
 more than a small handler), then handed to the `ResultSink`, which commits the outcomes and
-routes outgoing messages. A second task of the runner does the handing over, so the next
-batch is handled while the previous one commits; batches still commit in order. A batch once taken is always handled and committed, even while the
+routes outgoing messages. A second task of the runner hands batches over, so the next batch
+is handled while the previous one commits. Batches still commit in order. A batch once taken is always handled and committed, even while the
 server shuts down; a stop request ends the batch early between two messages instead, and the
 untouched rest stays queued in the store.
 

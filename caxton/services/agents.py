@@ -147,7 +147,7 @@ class AgentService:
         return await self._launch(agent_id, config, compiled, restore=False, paused=paused)
 
     async def record(self, agent_id: str) -> AgentRecord:
-        """The stored record of a live agent named by id or name; AgentNotFound otherwise."""
+        """Return the stored record of a live agent named by id or name; raise AgentNotFound otherwise."""
         return await self._record(agent_id)
 
     def publish(self, kind: str, agent_id: str, message: str, **fields: Any) -> None:
@@ -272,7 +272,7 @@ class AgentService:
         return (await self._record(agent_id)).agent_id
 
     def resolve_identity(self, identity: str) -> str | None:
-        """The agent id for an agent id or name, or None for anything else."""
+        """Return the agent id for an agent id or name, or None for anything else."""
         return self._directory.agent_id(identity)
 
     async def list(self, *, status: str | None, limit: object, offset: object) -> tuple[list[dict[str, Any]], int]:

@@ -1,4 +1,4 @@
-"""The message service: accept messages, commit handler outcomes, route, answer history.
+"""The message service: accept messages, commit handler outcomes, route them, query history.
 
 Delivery contract: `send` returns only after the message is committed and queued in the
 receiver's inbox. `batch_done` commits, in one transaction, each handled message's new
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
-# A failure is not answered with a failure, so two failing agents cannot loop.
+# A failure gets no failure reply, so two failing agents cannot loop.
 _NO_FAILURE_REPLY = frozenset({Performative.FAILURE, Performative.NOT_UNDERSTOOD})
 
 
@@ -127,7 +127,7 @@ class MessageService:
         )
 
     async def batch_done(self, runner: AgentRunner, results: list[tuple[Message, Outcome]]) -> None:
-        """Commit a handled batch and route what it sent. Logs, never raises, on store errors."""
+        """Commit a handled batch and route what it sent. A store error is logged, not raised."""
         at = format_time(now())
         updates: list[tuple[Message, str, str | None]] = []
         outgoing: list[tuple[Message, str]] = []

@@ -1,6 +1,6 @@
 """A minimal ASGI app on hypercorn's trio worker: the baseline for rest_throughput.py.
 
-It reads the whole request body, parses it as JSON and answers a small JSON object shaped
+It reads the whole request body, parses it as JSON and returns a small JSON object shaped
 like Caxton's send receipt. It has no routing, authentication, validation or storage, so it
 measures what hypercorn, h11 and trio cost per request on their own.
 
