@@ -102,7 +102,7 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _object(properties: dict[str, Any], *, required: tuple[str, ...] | None = None, **extra: Any) -> dict[str, Any]:
-    """A closed object schema; every property is required unless `required` says otherwise."""
+    """Build a closed object schema whose properties are all required unless `required` lists fewer."""
     return {
         "type": "object",
         "properties": properties,
@@ -147,12 +147,12 @@ def _error_schemas() -> dict[str, Any]:
                         "code": _schema("ErrorCode"),
                         "message": {
                             "type": "string",
-                            "description": "What failed; for a bad field it starts with the field name, such as `receiver:`.",
+                            "description": "What failed. For a bad field it starts with the field name, such as `receiver:`.",
                         },
                         "trace_id": {
                             "type": "string",
                             "pattern": r"^trace_[0-9a-f]{16}$",
-                            "description": "Unique per error; the server log line for the error carries the same id.",
+                            "description": "Unique per error. The server log line for the error carries the same id.",
                         },
                     }
                 )
@@ -205,7 +205,7 @@ def _identity_schemas() -> dict[str, Any]:
             "enum": [performative.value for performative in Performative],
             "description": (
                 "A FIPA-ACL performative. Requests may also use any letter case and `_` for `-` "
-                "(`ACCEPT_PROPOSAL`); responses always use these lower-case forms."
+                "(`ACCEPT_PROPOSAL`). Responses always use these lower-case forms."
             ),
         },
         "AgentStatus": {"type": "string", "enum": [status.value for status in AgentStatus]},
@@ -230,7 +230,7 @@ def _config_schemas() -> dict[str, Any]:
             },
             "cpu": {
                 "description": (
-                    "CPU share: millicores such as `250m`, or cores such as `0.5`; at least `1m`. "
+                    "CPU share: millicores such as `250m`, or cores such as `0.5`, at least `1m`. "
                     "Default: `agents.default_cpu` (`1000m`)."
                 ),
                 "anyOf": [
@@ -253,7 +253,7 @@ def _config_schemas() -> dict[str, Any]:
                 "type": "integer",
                 "minimum": 0,
                 "maximum": MAX_FUEL,
-                "description": "Wasmtime fuel per message; 0 means no fuel budget. Default: `runtime.fuel_per_message`.",
+                "description": "Wasmtime fuel per message, where 0 means no fuel budget. Default: `runtime.fuel_per_message`.",
             },
         },
     }
@@ -261,7 +261,7 @@ def _config_schemas() -> dict[str, Any]:
         "AgentConfig": {
             "type": "object",
             "additionalProperties": False,
-            "description": "Deploy configuration; every field is optional.",
+            "description": "Deploy configuration, in which every field is optional.",
             "properties": {
                 "name": {
                     "allOf": [_schema("AgentName")],
@@ -309,7 +309,7 @@ def _agent_schemas() -> dict[str, Any]:
         },
         "memory_used": {
             "type": "string",
-            "description": "Linear memory in decimal units, such as `65.5KB`; measured after each batch.",
+            "description": "Linear memory in decimal units, such as `65.5KB`, measured after each batch.",
         },
         "cpu_usage": {
             "type": "number",
@@ -353,7 +353,7 @@ def _agent_schemas() -> dict[str, Any]:
             {
                 "messages_processed": _count("Messages handled since deploy, kept across restarts."),
                 "messages_failed": _count("Messages whose handler failed since deploy."),
-                "uptime_seconds": _count("Seconds since the agent last started; 0 when not running."),
+                "uptime_seconds": _count("Seconds since the agent last started, or 0 when it is not running."),
                 "queue_size": _count("Messages waiting in the inbox, not counting the batch in hand."),
                 "restarts": _count("Instance restarts of the current run."),
                 "throttled_seconds": {
@@ -419,7 +419,7 @@ def _agent_schemas() -> dict[str, Any]:
                 "config": {
                     "anyOf": [_schema("AgentConfig"), {"type": "null"}],
                     "description": (
-                        "Fields to change; `resources` merges key by key into the stored config. "
+                        "Fields to change. `resources` merges key by key into the stored config, and "
                         "`name` must stay the same."
                     ),
                 },
@@ -465,7 +465,7 @@ def _message_schemas() -> dict[str, Any]:
         "in_reply_to": _nullable(envelope_text),
         "reply_by": {
             "anyOf": [{**envelope_text, "format": "date-time"}, {"type": "null"}],
-            "description": "An RFC 3339 time with `Z` or an offset; stored as given.",
+            "description": "An RFC 3339 time with `Z` or an offset, stored as given.",
         },
         "protocol": _nullable(envelope_text),
         "language": _nullable(envelope_text),
@@ -502,7 +502,7 @@ def _message_schemas() -> dict[str, Any]:
         "MessageRequest": _object(
             request_properties,
             required=("performative", "receiver"),
-            description="A FIPA-ACL message; the whole body may be at most `limits.max_message_size` bytes (default 256 KiB).",
+            description="A FIPA-ACL message. The whole body may be at most `limits.max_message_size` bytes (default 256 KiB).",
             examples=[{"performative": "request", "receiver": "my-agent", "content": {"action": "process"}}],
         ),
         "SendReceipt": _object(
@@ -526,7 +526,7 @@ def _message_schemas() -> dict[str, Any]:
 
 
 def _history_properties(sample: dict[str, Any]) -> dict[str, Any]:
-    """The fields that `period=` adds to a metrics response."""
+    """Build the properties that `period=` adds to a metrics response."""
     return {
         "period": {"type": "string", "enum": list(PERIODS)},
         "interval_seconds": {"type": "number", "exclusiveMinimum": 0},
@@ -544,6 +544,7 @@ def _metrics_schemas() -> dict[str, Any]:
         "rate_per_second": {"type": "number", "minimum": 0, "description": "Messages handled per second over the last 10 seconds."},
         "cpu_usage": {"type": "number", "minimum": 0, "description": "Cores, averaged over the last 10 seconds."},
         "cpu_seconds_total": {"type": "number", "minimum": 0},
+        "fuel_consumed_total": _count("Wasm fuel units that the agent's handlers used."),
         "memory_usage_mb": {"type": "number", "minimum": 0},
         "queue_size": _count("Messages waiting in the inbox."),
         "uptime_seconds": _count("Seconds since the agent last started."),
@@ -601,7 +602,7 @@ def _metrics_schemas() -> dict[str, Any]:
             required=("agent_id",),
             description=(
                 "With `type=all` (the default) every agent field is present. `type=performance` "
-                f"returns {', '.join(PERFORMANCE_FIELDS)}; `type=resources` returns agent_id, "
+                f"returns {', '.join(PERFORMANCE_FIELDS)}, and `type=resources` returns agent_id, "
                 "cpu_usage, cpu_seconds_total, memory_usage_mb and queue_size. `period`, "
                 "`interval_seconds` and `samples` appear only when the request has `period`."
             ),
@@ -686,7 +687,7 @@ def _headers() -> dict[str, Any]:
             "schema": {"type": "integer", "minimum": 0},
         },
         "Retry-After": {
-            "description": "Whole seconds until a request in this category is admitted again; sent with RATE_LIMITED only.",
+            "description": "Whole seconds until a request in this category is admitted again, sent with RATE_LIMITED only.",
             "schema": {"type": "integer", "minimum": 1},
         },
     }
@@ -699,7 +700,8 @@ def _rate_limit_headers() -> dict[str, Any]:
 def _error_response(description: str, *errors: type[CaxtonError], limited: bool = True) -> tuple[str, dict[str, Any]]:
     """Return (status, response object) for errors that share one HTTP status."""
     statuses = {error.status for error in errors}
-    assert len(statuses) == 1, f"errors {errors} have different statuses {statuses}"
+    if len(statuses) != 1:
+        raise ValueError(f"errors {[error.code for error in errors]} have different HTTP statuses {sorted(statuses)}")
     codes = [error.code for error in errors]
     schema = {
         "allOf": [
@@ -723,8 +725,8 @@ def _responses(
 ) -> dict[str, Any]:
     """Build the responses of an authenticated operation.
 
-    `success` is (status, description, content). Every authenticated operation can also answer
-    401, 429 RATE_LIMITED and 500 INTERNAL_ERROR; writes can answer 403 and body readers 413.
+    `success` is (status, description, content). Every authenticated operation can also return
+    401, 429 RATE_LIMITED and 500 INTERNAL_ERROR. Writes can return 403, and body readers 413.
     An entry in `errors` replaces the default for its status.
     """
     status, description, content = success
@@ -748,9 +750,9 @@ def _responses(
 SHARED_RESPONSES: dict[str, tuple[str, dict[str, Any]]] = {
     "Unauthorized": _error_response("Missing or invalid token", Unauthorized, limited=False),
     "Forbidden": _error_response("The token has the reader role", Forbidden, limited=False),
-    "RateLimited": _error_response("Rate limit exceeded; wait Retry-After seconds", RateLimited),
+    "RateLimited": _error_response("Rate limit exceeded. Wait Retry-After seconds", RateLimited),
     "InternalError": _error_response(
-        "Unexpected server error; the log has the traceback under the trace_id", InternalError
+        "Unexpected server error. The log has the traceback under the trace_id", InternalError
     ),
     "PayloadTooLarge": _error_response(
         "Body over `limits.max_request_size` (default 1 MiB), module over "
@@ -764,7 +766,7 @@ SHARED_RESPONSES: dict[str, tuple[str, dict[str, Any]]] = {
 # Operations
 # ---------------------------------------------------------------------------------------------
 
-_BAD_REQUEST = "Malformed request; the message names the field or parameter"
+_BAD_REQUEST = "Malformed request. The message names the field or parameter"
 
 
 def _agent_operations() -> dict[str, Any]:
@@ -779,7 +781,7 @@ def _agent_operations() -> dict[str, Any]:
                 "contentMediaType": "application/octet-stream",
                 "description": (
                     "The WebAssembly module, as a file part with any Content-Type (such as "
-                    "`application/wasm`); at most `limits.max_module_size` (default 16 MiB)."
+                    "`application/wasm`), at most `limits.max_module_size` (default 16 MiB)."
                 ),
             },
             "config": {
@@ -793,7 +795,7 @@ def _agent_operations() -> dict[str, Any]:
     update_form = {
         "type": "object",
         "additionalProperties": False,
-        "description": "At least one of `wasm`, `config` and `version` must be present; `config` must not be `null`.",
+        "description": "At least one of `wasm`, `config` and `version` must be present, and `config` must not be `null`.",
         "anyOf": [{"required": ["wasm"]}, {"required": ["config"]}, {"required": ["version"]}],
         "properties": {
             "wasm": {**deploy_form["properties"]["wasm"], "description": "A new module (optional)."},
@@ -815,16 +817,10 @@ def _agent_operations() -> dict[str, Any]:
                 "summary": "Deploy an agent",
                 "description": (
                     "Validates the module, compiles it, starts the agent and stores it. When the "
-                    "request returns, `agent_init` has returned 0. A failed deploy stores nothing."
+                    "request returns, `agent_init` has returned 0. A failed deploy stores nothing. "
+                    "Form parts other than `wasm` and `config` are ignored."
                 ),
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": deploy_form,
-                        }
-                    },
-                },
+                "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": deploy_form}}},
                 "responses": _responses(
                     "post",
                     ("201", "The agent is running", _json_content(_schema("AgentDeployed"))),
@@ -872,7 +868,7 @@ def _agent_operations() -> dict[str, Any]:
                 "summary": "Roll out a new module or config",
                 "description": (
                     "Starts an `immediate` or `blue_green` rollout and returns at once with its "
-                    "deployment id; `GET /agents/{agent_id}` shows the outcome in `last_deployment`. "
+                    "deployment id. `GET /agents/{agent_id}` shows the outcome in `last_deployment`. "
                     "The body is JSON (any Content-Type other than multipart), or multipart with an "
                     "optional `wasm` part. A request without `config`, `version` or `wasm` gives 400, "
                     "and so does an update while another one of the same agent is in progress."
@@ -881,9 +877,7 @@ def _agent_operations() -> dict[str, Any]:
                     "required": True,
                     "content": {
                         "application/json": {"schema": _schema("UpdateRequest")},
-                        "multipart/form-data": {
-                            "schema": update_form,
-                        },
+                        "multipart/form-data": {"schema": update_form},
                     },
                 },
                 "responses": _responses(
@@ -930,9 +924,9 @@ def _agent_operations() -> dict[str, Any]:
                 "tags": ["agents"],
                 "summary": "Stop an agent",
                 "description": (
-                    "Returns at once with `stopping`; the agent finishes the message in hand and "
+                    "Returns at once with `stopping`. The agent finishes the message in hand, and "
                     "then its status becomes `stopped`. For an agent that is not running, returns "
-                    "its stored status. The body is optional; it is read as JSON whatever its "
+                    "its stored status. The body is optional. It is read as JSON whatever its "
                     "Content-Type, and an empty body or `null` means `{}`."
                 ),
                 "requestBody": {
@@ -993,7 +987,7 @@ def _message_operations() -> dict[str, Any]:
                 "summary": "Send a message to an agent",
                 "description": (
                     "Returns once the message is committed to the store and queued in the agent's "
-                    "inbox. The body is read as JSON whatever its Content-Type; NaN and Infinity "
+                    "inbox. The body is read as JSON whatever its Content-Type, and NaN and Infinity "
                     "are rejected."
                 ),
                 "requestBody": {"required": True, "content": _json_content(_schema("MessageRequest"))},
@@ -1018,7 +1012,7 @@ def _message_operations() -> dict[str, Any]:
                 "tags": ["messages"],
                 "summary": "Query stored messages",
                 "description": (
-                    "Stored messages oldest first; filters combine with AND. An agent name matches "
+                    "Stored messages, oldest first. Filters combine with AND. An agent name matches "
                     "only while the agent is live. Unknown query parameters give 400."
                 ),
                 "parameters": [
@@ -1032,7 +1026,7 @@ def _message_operations() -> dict[str, Any]:
                     {
                         "name": "since",
                         "in": "query",
-                        "description": "Messages at or after this RFC 3339 time; it needs `Z` or an offset (write `+` as `%2B`).",
+                        "description": "Messages at or after this RFC 3339 time, which needs `Z` or an offset (write `+` as `%2B`).",
                         "schema": {"type": "string", "format": "date-time"},
                     },
                     _ref("parameters", "MessageLimit"),
@@ -1190,7 +1184,7 @@ def _websocket() -> dict[str, Any]:
                         "type": "array",
                         "maxItems": MAX_SUBSCRIPTION_AGENTS,
                         "items": {"type": "string", "minLength": 1},
-                        "description": "Agent ids, agent names or client identities; absent means every subject.",
+                        "description": "Agent ids, agent names or client identities. Without it, events of every subject match.",
                     },
                     "events": {
                         "type": "array",
@@ -1224,7 +1218,7 @@ def _websocket() -> dict[str, Any]:
                     "agents": _nullable({"type": "array", "items": {"type": "string"}}),
                     "events": {"type": "array", "items": {"type": "string"}},
                 },
-                description="Reply to subscribe; agent names are resolved to ids.",
+                description="The reply to subscribe, with agent names resolved to ids.",
             ),
             "unsubscribed": _object(
                 {
@@ -1240,7 +1234,7 @@ def _websocket() -> dict[str, Any]:
                         {"code": {"const": "INVALID_REQUEST"}, "message": {"type": "string"}}
                     ),
                 },
-                description="Reply to a frame that is not valid JSON, too large, or invalid; nothing changes.",
+                description="The reply to a frame that is not valid JSON, too large, or invalid. Nothing changes.",
             ),
             "overflow": _object(
                 {
@@ -1254,10 +1248,10 @@ def _websocket() -> dict[str, Any]:
             "event": {
                 "type": "object",
                 "description": (
-                    "An event matching a subscription. Agent events carry `agent_id`; "
-                    "`deployment.*` events carry `deployment_id`; `message.*` events carry "
+                    "An event matching a subscription. Agent events carry `agent_id`, "
+                    "`deployment.*` events carry `deployment_id`, and `message.*` events carry "
                     "`message_id`, `from`, `to`, `performative`, `conversation_id`, "
-                    "`in_reply_to` and `content`; failures carry `error`; `system.alert` carries "
+                    "`in_reply_to` and `content`. Failures carry `error`. `system.alert` carries "
                     "`agent_id`, `alert` (`queue` or `memory`) and `state` (`raised` or `cleared`)."
                 ),
                 "properties": {
@@ -1277,7 +1271,7 @@ Caxton hosts WebAssembly agents and routes FIPA-ACL messages between them.
 **Authentication.** Every route except `GET /api/v1/health` needs a token, in the
 `X-Caxton-Token` header or as `Authorization: Bearer <token>` (the form Prometheus sends).
 A missing or wrong token gives 401 UNAUTHORIZED. A token with the `reader` role may use only
-GET, HEAD and OPTIONS; other methods give 403 FORBIDDEN.
+GET, HEAD and OPTIONS, and other methods give 403 FORBIDDEN.
 
 **Rate limits.** Each token has four budgets: `agent_operations` (POST, PUT, PATCH and DELETE
 under /agents, default 10/min), `messages` (POST under /messages, default 1000/s), `metrics`
@@ -1291,9 +1285,9 @@ statuses listed per operation, an unknown path gives 404 NOT_FOUND and a known p
 another method gives 405 METHOD_NOT_ALLOWED.
 
 **Conventions.** JSON bodies are read as JSON whatever their Content-Type, and NaN and
-Infinity are rejected. Unknown JSON fields, and unknown query parameters on the routes that
-say so, give 400 INVALID_REQUEST naming them. Every GET route also answers HEAD, and every
-route answers OPTIONS without a token.
+Infinity are rejected. Unknown JSON fields, and unknown query parameters on the routes whose
+description mentions it, give 400 INVALID_REQUEST naming them. Every GET route also serves
+HEAD, and every route serves OPTIONS without a token.
 
 **WebSocket events at `/ws`** (described as data in `x-websocket`). Authenticate with the
 `X-Caxton-Token` header or the `token` query parameter. Client frames are JSON objects:
@@ -1339,7 +1333,7 @@ def build_document() -> dict[str, Any]:
                 "bearerToken": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The same token as `Authorization: Bearer`, accepted on every route; Prometheus uses this form.",
+                    "description": "The same token as `Authorization: Bearer`, accepted on every route. Prometheus uses this form.",
                 },
             },
             "schemas": _all_schemas(),

@@ -57,6 +57,9 @@ class Performative(enum.Enum):
 
 # Identities are ids or names: printable, no spaces, short enough to index and log.
 _IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+# Nesting allowed in any JSON the server accepts: deep enough for real documents, shallow
+# enough that storing, serving and re-parsing it never reaches Python's recursion limit.
+MAX_JSON_DEPTH = 64
 # Free-text envelope fields: bounded so one message cannot bloat every index.
 _MAX_ENVELOPE_FIELD = 256
 
@@ -134,11 +137,34 @@ def _reject_constant(name: str) -> object:
 
 
 def loads_strict(data: bytes | str) -> object:
-    """Parse JSON as RFC 8259 defines it: NaN and Infinity are rejected, not accepted.
+    """Parse JSON as RFC 8259 defines it, nested at most MAX_JSON_DEPTH levels.
 
-    Raises ValueError (json.JSONDecodeError or UnicodeDecodeError are subclasses).
+    NaN and Infinity are rejected. Raises ValueError (json.JSONDecodeError and
+    UnicodeDecodeError are subclasses) naming the problem.
     """
-    return json.loads(data, parse_constant=_reject_constant)
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if not _within_depth(value):
+        raise ValueError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _within_depth(value: object) -> bool:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return False
+        pending.extend((child, depth + 1) for child in children)
+    return True
 
 
 def check_identity(field: str, value: object) -> str:

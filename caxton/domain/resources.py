@@ -12,9 +12,10 @@ _MEMORY_UNITS = {
     "KI": 2**10, "MI": 2**20, "GI": 2**30,
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
 }
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
-_CPU = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m?)\s*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+# Numbers are limited to 15 digits before the point, so float() stays exact enough and finite.
+_MEMORY = re.compile(r"^\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*([A-Za-z]*)\s*$")
+_CPU = re.compile(r"^\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*(m?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*(ms|s|m)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
 _RATE_PERIODS = {

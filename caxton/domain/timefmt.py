@@ -26,4 +26,7 @@ def parse_time(text: str) -> dt.datetime:
     moment = dt.datetime.fromisoformat(text.replace("z", "Z"))
     if moment.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset; add Z or +00:00")
-    return moment.astimezone(dt.timezone.utc)
+    try:
+        return moment.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ValueError(f"time {text!r} is outside the years 1 to 9999 in UTC") from None

@@ -162,6 +162,14 @@ def read_guest(caller: wasmtime.Caller, ptr: int, length: int) -> bytes | None:
 
 
 def _send_message(caller: wasmtime.Caller, ptr: int, length: int) -> int:
+    try:
+        return _send_checked(caller, ptr, length)
+    except Exception:  # noqa: BLE001 - an exception here would escape through the guest call
+        logger.exception("send_message failed inside the host")
+        return SEND_INVALID
+
+
+def _send_checked(caller: wasmtime.Caller, ptr: int, length: int) -> int:
     context = _context()
     if context is None:
         # Called from agent_init or agent_shutdown: there is no message to answer yet.

@@ -215,3 +215,19 @@ async def test_connection_reusable_after_early_error(server):
         assert rejected.status_code == 401
         with trio.fail_after(3):
             assert (await server.client.get("/health")).status_code == 200
+
+
+async def test_deep_content_cannot_break_agent(server):
+    agent = await server.deploy(example_bytes("echo"), {"name": "echo"})
+    content: list = []
+    for _ in range(62):
+        content = [content]
+    # The body is 64 levels deep, the limit, so it is accepted; the echo's reply wraps the
+    # whole message one level deeper, so the host rejects that send and the handler fails.
+    receipt = await server.send("echo", content, sender="client_deep")
+    messages = await server.wait_for_history(
+        lambda m: m and m[0]["status"] != "queued", conversation_id=receipt["conversation_id"]
+    )
+    assert messages[0]["status"] == "failed"
+    assert (await server.client.get(f"/agents/{agent['agent_id']}")).json()["status"] == "running"
+    assert (await server.client.get("/messages")).status_code == 200
