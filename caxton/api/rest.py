@@ -204,5 +204,9 @@ async def agent_metrics(agent_id: str) -> Response:
         snapshot = {field: snapshot[field] for field in _AGENT_METRIC_TYPES[kind]}
     period = request.args.get("period")
     if period is not None:
-        snapshot.update(await services.metrics.history(snapshot["agent_id"], period))
+        history = await services.metrics.history(snapshot["agent_id"], period)
+        if kind != "all":
+            fields = ("timestamp", *_AGENT_METRIC_TYPES[kind])
+            history["samples"] = [{k: v for k, v in sample.items() if k in fields} for sample in history["samples"]]
+        snapshot.update(history)
     return jsonify(snapshot)

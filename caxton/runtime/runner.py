@@ -173,11 +173,14 @@ class AgentRunner:
             logger.info("agent %s (%s) %s", self.spec.name, self.agent_id, self.state.value)
 
     async def _commit_results(self, receive_results: trio.MemoryReceiveChannel) -> None:
-        """Hand handled batches to the sink one at a time, in order, until the channel closes."""
-        async with receive_results:
-            async for results in receive_results:
-                # Shielded: a handled batch must reach the store, whatever cancellation comes.
-                with trio.CancelScope(shield=True):
+        """Hand handled batches to the sink one at a time, in order, until the channel closes.
+
+        Shielded as a whole: on shutdown `_serve` may still hand over the batch in hand, and
+        it closes the channel when it returns, which is what ends this task.
+        """
+        with trio.CancelScope(shield=True):
+            async with receive_results:
+                async for results in receive_results:
                     await self._sink.batch_done(self, results)
 
     def request_stop(self, *, drain: bool) -> None:
@@ -255,7 +258,7 @@ class AgentRunner:
         if decision.give_up:
             self.state = RunnerState.FAILED
             self.last_error = (
-                f"crash loop: {decision.restarts_in_window} restarts within "
+                f"crash loop: more than {self.spec.restarts.max_restarts} restarts within "
                 f"{self.spec.restarts.window:g}s; last error: {reason}"
             )
             logger.error("agent %s failed: %s", self.agent_id, self.last_error)

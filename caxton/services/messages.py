@@ -70,7 +70,11 @@ class MessageService:
             raise AgentNotFound(f"Agent with ID '{draft.receiver}' not found")
         runner = self._directory.runner(receiver_id)
         if runner is None or not runner.accepting:
-            state = runner.state.value if runner is not None else "stopped"
+            if runner is not None:
+                state = runner.state.value
+            else:
+                record = await self._db.read(lambda c: agent_rows.get_agent(c, receiver_id))
+                state = record.status if record is not None else "stopped"
             raise MessageDeliveryFailed(
                 f"agent '{draft.receiver}' is {state}, not running; start it or wait until it runs"
             )

@@ -194,10 +194,25 @@ class Rollouts:
         )
 
     async def fail_interrupted(self) -> None:
-        """Mark deployments a crashed process left in progress as failed."""
-        records = await self._agents.db.read(deployment_rows.interrupted)
-        for record in records:
-            await self._fail(record, "the server stopped during the rollout")
+        """Settle deployments a previous process left in progress.
+
+        The new version is saved before traffic switches, so an agent whose stored module and
+        config already match the deployment runs the new version now: that deployment is
+        completed. Any other was cut off before the switch and failed.
+        """
+        deployments = await self._agents.db.read(deployment_rows.interrupted)
+        for deployment in deployments:
+            agent = await self._agents.db.read(lambda c, d=deployment: agent_rows.get_agent(c, d.agent_id))
+            switched = (
+                agent is not None
+                and agent.module_sha256 == deployment.to_sha256
+                and json.loads(agent.config) == json.loads(deployment.config)
+            )
+            if switched:
+                logger.info("deployment %s was switched before the server stopped; completing it", deployment.deployment_id)
+                await self._complete(deployment)
+            else:
+                await self._fail(deployment, "the server stopped during the rollout")
 
 
 def _insert(connection: sqlite3.Connection, deployment: DeploymentRecord, wasm: bytes | None, compiled: CompiledModule) -> None:

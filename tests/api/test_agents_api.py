@@ -138,3 +138,18 @@ async def test_default_memory_survives_restart(start_server):
         details = (await second.client.get(f"/agents/{agent['agent_id']}")).json()
         assert details["status"] == "running", details["last_error"]
         assert details["config"]["resources"]["memory"] == "64Mi"
+
+
+async def test_shutdown_commits_message_in_hand(start_server):
+    first = await start_server()
+    async with first.client:
+        await first.deploy(wat.SPIN_ON_LARGE, {"name": "busy", "resources": {"timeout": "1s"}})
+        receipt = await first.send("busy", {"pad": "x" * 3000})
+        await trio.sleep(0.3)
+    await first.stop()
+    second = await start_server()
+    async with second.client:
+        stored = await second.history(conversation_id=receipt["conversation_id"])
+        # The handler timed out while the server stopped; its outcome was still committed.
+        assert stored[0]["status"] == "failed"
+        assert "timed out" in stored[0]["error"]

@@ -259,3 +259,37 @@ async def test_full_inbox_raises_system_alert(start_server):
         assert alert["type"] == "system.alert"
         assert alert["alert"] == "queue"
         assert "busy" in alert["message"]
+
+
+async def test_interrupted_rollouts_settled_on_start(start_server, tmp_path):
+    import sqlite3
+
+    first = await start_server()
+    async with first.client:
+        agent = await first.deploy(example_bytes("echo"), {"name": "survivor"})
+    await first.stop()
+
+    database = sqlite3.connect(tmp_path / "caxton.db")
+    sha, config = database.execute(
+        "SELECT module_sha256, config FROM agents WHERE agent_id = ?", (agent["agent_id"],)
+    ).fetchone()
+    rows = [
+        # Switched before the crash: the agent already runs this version.
+        ("deploy_switched", sha, config, "2026-01-01T00:00:00.000Z"),
+        # Cut off before the switch: another module was never put in place.
+        ("deploy_cutoff", "0" * 64, config, "2026-01-01T00:00:01.000Z"),
+    ]
+    for deployment_id, to_sha, to_config, at in rows:
+        database.execute(
+            "INSERT INTO deployments VALUES (?, ?, 'blue_green', 'in_progress', '1.0.0', '1.0.0', ?, ?, ?, NULL, ?, ?)",
+            (deployment_id, agent["agent_id"], sha, to_sha, to_config, at, at),
+        )
+    database.commit()
+    database.close()
+
+    second = await start_server()
+    async with second.client:
+        database = sqlite3.connect(tmp_path / "caxton.db")
+        states = dict(database.execute("SELECT deployment_id, status FROM deployments").fetchall())
+        database.close()
+        assert states == {"deploy_switched": "completed", "deploy_cutoff": "failed"}
