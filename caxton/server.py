@@ -32,6 +32,7 @@ from caxton.services.messages import MessageService
 from caxton.services.metrics import MetricsService
 from caxton.services.rollout import Rollouts
 from caxton.store.db import Database
+from caxton.store.lock import data_dir_lock
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ async def serve(
     the layers above it have returned: agents finish their last batch while the epoch ticker
     still runs (so a spinning guest is still interrupted) and the store still accepts writes.
     """
+    with data_dir_lock(settings.data_dir):
+        await _serve_locked(settings, shutdown, task_status)
+
+
+async def _serve_locked(settings: Settings, shutdown: trio.Event, task_status: trio.TaskStatus[Running]) -> None:
     authenticator, token_file = build_authenticator(settings)
     db = Database(settings.data_dir / DATABASE_FILE)
     engine = WasmEngine(

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from caxton import __version__
 from caxton.api.auth import TOKEN_HEADER, Authenticator
-from caxton.api.errors import error_response
+from caxton.api.errors import current_target, error_response
 from caxton.api.openapi import OPENAPI_DOCUMENT
 from caxton.api.ratelimit import install_rate_limits
 from caxton.api.rest import blueprint
@@ -83,11 +83,12 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
+        method, path = current_target()
         mapped: CaxtonError
         if error.code == 404:
-            mapped = NotFound(f"no such path: {request.method} {request.path}")
+            mapped = NotFound(f"no such path: {method} {path}; the event stream is at /ws")
         elif error.code == 405:
-            mapped = MethodNotAllowed(f"method {request.method} is not allowed on {request.path}")
+            mapped = MethodNotAllowed(f"method {method} is not allowed on {path}")
         elif error.code == 413:
             mapped = PayloadTooLarge(
                 f"request is too large: uploads may be {limits.max_module_size} bytes "
@@ -103,7 +104,8 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
     @app.errorhandler(Exception)
     async def unexpected_error(error: Exception) -> Response:
         trace = ids.trace_id()
-        logger.error("%s %s failed trace_id=%s", request.method, request.path, trace, exc_info=error)
+        method, path = current_target()
+        logger.error("%s %s failed trace_id=%s", method, path, trace, exc_info=error)
         return error_response(InternalError("Internal server error; quote the trace_id when reporting it"), trace)
 
     app.register_blueprint(blueprint, url_prefix=API_PREFIX)

@@ -12,11 +12,18 @@ from caxton.domain.errors import CaxtonError
 logger = logging.getLogger(__name__)
 
 
+def current_target() -> tuple[str, str]:
+    """Return the method and path of the HTTP request or WebSocket handshake being served."""
+    if has_request_context():
+        return request.method, request.path
+    return "WEBSOCKET", websocket.path
+
+
 def error_response(error: CaxtonError, trace: str | None = None) -> Response:
     """Build the error envelope and log the error with its trace id (never the token)."""
     trace = trace or ids.trace_id()
     level = logging.ERROR if error.status >= 500 else logging.WARNING
-    method, path = (request.method, request.path) if has_request_context() else ("WEBSOCKET", websocket.path)
+    method, path = current_target()
     logger.log(
         level, "%s %s -> %d %s trace_id=%s: %s", method, path, error.status, error.code, trace, error.message
     )

@@ -142,7 +142,9 @@ async def stop_agent(agent_id: str) -> Response:
 
 @blueprint.post("/agents/<agent_id>/start")
 async def start_agent(agent_id: str) -> Response:
-    await _json_body(allow_empty=True)
+    body, _ = await _json_body(allow_empty=True)
+    if body not in (None, {}):
+        raise InvalidRequest("body", "start takes no fields; send {} or nothing")
     return jsonify(await _services().agents.start(agent_id))
 
 

@@ -139,16 +139,26 @@ def _reject_constant(name: str) -> object:
 def loads_strict(data: bytes | str) -> object:
     """Parse JSON as RFC 8259 defines it, nested at most MAX_JSON_DEPTH levels.
 
-    NaN and Infinity are rejected. Raises ValueError (json.JSONDecodeError and
+    NaN, Infinity and repeated keys are rejected. Raises ValueError (json.JSONDecodeError and
     UnicodeDecodeError are subclasses) naming the problem.
     """
     try:
-        value = json.loads(data, parse_constant=_reject_constant)
+        value = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not _within_depth(value):
         raise ValueError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """Build an object, rejecting a repeated key instead of silently keeping the last value."""
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:64]!r} in a JSON object")
+        result[key] = value
+    return result
 
 
 def _within_depth(value: object) -> bool:

@@ -295,7 +295,8 @@ def _since_filter(value: str | None) -> str | None:
     try:
         return format_time(parse_time(value))
     except ValueError as exc:
-        raise InvalidRequest("since", str(exc)) from None
+        hint = "; a '+' in a URL query reads as a space, so write it as %2B" if " " in value else ""
+        raise InvalidRequest("since", f"{exc}{hint}") from None
 
 
 def parse_bounded_int(field: str, value: object, *, default: int, low: int, high: int) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import trio
 
 from tests import wat
@@ -153,3 +156,14 @@ async def test_shutdown_commits_message_in_hand(start_server):
         # The handler timed out while the server stopped; its outcome was still committed.
         assert stored[0]["status"] == "failed"
         assert "timed out" in stored[0]["error"]
+
+
+async def test_second_server_refuses_same_data_folder(start_server, tmp_path):
+    from caxton.store.lock import DataDirInUse
+
+    first = await start_server()
+    async with first.client:
+        with pytest.raises(DataDirInUse) as caught:
+            await start_server()
+        assert str(tmp_path) in str(caught.value)
+        assert f"pid {os.getpid()}" in str(caught.value)

@@ -105,6 +105,7 @@ async def test_duplicate_name_conflict(server):
         ('{"performative": "request", "receiver": "echo", "colour": 1}', "colour"),
         ('{"performative": "request", "receiver": "echo", "reply_by": "tomorrow"}', "reply_by"),
         ('{"performative": "request", "receiver": "has space"}', "receiver"),
+        ('{"performative": "request", "receiver": "echo", "receiver": "other"}', "duplicate key"),
     ],
 )
 async def test_bad_message_changes_nothing(server, body, fragment):
@@ -231,3 +232,14 @@ async def test_deep_content_cannot_break_agent(server):
     assert messages[0]["status"] == "failed"
     assert (await server.client.get(f"/agents/{agent['agent_id']}")).json()["status"] == "running"
     assert (await server.client.get("/messages")).status_code == 200
+
+
+async def test_start_rejects_fields(server):
+    agent = await server.deploy(example_bytes("echo"), {"name": "echo"})
+    response = await server.client.post(f"/agents/{agent['agent_id']}/start", json={"x": 1})
+    assert "start takes no fields" in _error(response, 400, "INVALID_REQUEST")["message"]
+
+
+async def test_since_with_unescaped_plus_hints(server):
+    response = await server.client.get("/messages?since=2026-01-01T00:00:00+00:00")
+    assert "%2B" in _error(response, 400, "INVALID_REQUEST")["message"]

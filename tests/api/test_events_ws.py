@@ -157,3 +157,12 @@ async def test_shutdown_closes_with_1001(start_server):
                         while True:
                             await ws.get_message()
             assert closed.value.reason.code == 1001
+
+
+async def test_wrong_websocket_path_is_404(server):
+    url = server.running.urls[0].replace("http://", "ws://") + "/api/v1/ws"
+    with pytest.raises(HandshakeError) as caught:
+        async with open_websocket_url(url, extra_headers=[("X-Caxton-Token", TOKEN)]):
+            pass
+    assert caught.value.status_code == 404
+    assert json.loads(caught.value.body)["error"]["code"] == "NOT_FOUND"
