@@ -22,7 +22,14 @@ from caxton.api.ratelimit import install_rate_limits
 from caxton.api.rest import blueprint
 from caxton.api.ws import blueprint as ws_blueprint
 from caxton.domain import ids
-from caxton.domain.errors import CaxtonError, InternalError, MethodNotAllowed, NotFound, PayloadTooLarge
+from caxton.domain.errors import (
+    CaxtonError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
 from caxton.services.container import Services
 
 logger = logging.getLogger(__name__)
@@ -95,6 +102,8 @@ def create_app(services: Services, authenticator: Authenticator) -> QuartTrio:
                 f"(limits.max_module_size) and other fields {limits.max_request_size} bytes "
                 "(limits.max_request_size)"
             )
+        elif error.code == 400 and path == "/ws":
+            mapped = InvalidRequest("Upgrade", "/ws is a WebSocket endpoint; connect with a WebSocket client")
         else:
             mapped = CaxtonError(error.description or error.name)
             mapped.status = error.code or 500

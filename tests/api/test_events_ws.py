@@ -166,3 +166,10 @@ async def test_wrong_websocket_path_is_404(server):
             pass
     assert caught.value.status_code == 404
     assert json.loads(caught.value.body)["error"]["code"] == "NOT_FOUND"
+
+
+async def test_plain_get_on_ws_explains(server):
+    root = server.running.urls[0]
+    response = await server.client.get(f"{root}/ws")
+    assert response.status_code == 400
+    assert "WebSocket client" in response.json()["error"]["message"]
