@@ -64,7 +64,8 @@ async def _relay_events(listener: Listener, lock: trio.Lock, scope: trio.CancelS
     while True:
         frames = await listener.next_frames()
         for frame in frames:
-            await _send(frame, lock)
+            async with lock:
+                await websocket.send(frame)
         if listener.closing:
             await websocket.close(CLOSE_GOING_AWAY, "server shutting down")
             scope.cancel()

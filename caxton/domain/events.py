@@ -8,6 +8,7 @@ Bad frames produce an `error` frame and change nothing.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from typing import Any
 
@@ -41,6 +42,10 @@ class Event:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "timestamp": self.timestamp, "message": self.message, **self.fields}
+
+    def to_text(self) -> str:
+        """Return the compact JSON frame sent to subscribers."""
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
 
 
 @attrs.frozen

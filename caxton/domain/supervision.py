@@ -37,8 +37,14 @@ class CpuBudget:
         self.updated_at = now
 
     def charge(self, cpu_seconds: float, now: float) -> None:
-        self._refill(now)
-        self.balance -= cpu_seconds
+        """Spend `cpu_seconds` used by a handler that ended at `now`.
+
+        Credit earned while the handler ran pays for it before the burst cap applies, so an
+        agent that keeps exactly to its share is never throttled, however long its handlers.
+        """
+        earned = 0.0 if self.updated_at is None else (now - self.updated_at) * self.share
+        self.balance = min(CPU_BURST_SECONDS, self.balance + earned - cpu_seconds)
+        self.updated_at = now
 
     def exhausted(self, now: float) -> bool:
         self._refill(now)

@@ -82,6 +82,12 @@ class ModuleCache:
         """Validate uploaded bytes and compile them; raise InvalidWasm naming the problem."""
         _check_header(data)
         sha = sha256_of(data)
+        with self._lock:
+            cached = self._modules.get(sha)
+        if cached is not None:
+            # The same bytes passed every check before; only the memory limit may differ.
+            check_memory(cached.info, memory_limit)
+            return cached
         try:
             module = wasmtime.Module(self._engine.engine, data)
         except wasmtime.WasmtimeError as exc:

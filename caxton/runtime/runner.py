@@ -128,7 +128,7 @@ class AgentRunner:
         if not paused:
             self._resumed.set()
         self._cpu_samples: deque[tuple[float, float]] = deque()
-        self._budget = CpuBudget(spec.limits.cpu)
+        self._budget = CpuBudget(spec.limits.cpu, updated_at=time.monotonic())
         self._restart_policy = spec.restarts.policy()
         self._pending_restart: str | None = None
 

@@ -185,9 +185,18 @@ class AgentService:
             runner.state, runner.last_error = RunnerState.FAILED, f"runner crashed: {exc!r}"
             runner.stopped.set()
         if runner.state is RunnerState.FAILED:
+            # Store the error and its event in one commit before the runner leaves the
+            # directory, so that details never show the failure without its cause.
+            at = format_time(now())
+
+            def commit(connection: sqlite3.Connection) -> None:
+                agent_rows.update_agent(
+                    connection, runner.agent_id, status=AgentStatus.FAILED.value, last_error=runner.last_error
+                )
+                agent_rows.record_event(connection, runner.agent_id, "failed", runner.last_error, at)
+
+            await self._db.write(commit)
             self._directory.clear_runner(runner.agent_id, runner)
-            await self._set_status(runner.agent_id, AgentStatus.FAILED, last_error=runner.last_error)
-            await self._record_event(runner.agent_id, "failed", runner.last_error)
             self._publish(
                 "agent.failed", runner.agent_id, f"agent {runner.spec.name} failed", error=runner.last_error
             )

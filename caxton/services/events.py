@@ -7,6 +7,7 @@ client therefore costs at most its queue's memory and never slows the server.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -27,39 +28,40 @@ class Listener:
         self.state = SubscriptionState()
         self.identity = identity
         self.dropped = 0
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[str] = deque()
         self._queue_size = queue_size
         self._wakeup = trio.Event()
         self.closing = False
 
-    def offer(self, event: Event) -> None:
-        if not self.state.matches(event):
-            return
+    def wants(self, event: Event) -> bool:
+        return self.state.matches(event)
+
+    def push(self, frame: str) -> None:
+        """Queue one encoded event frame, or count it as dropped when the queue is full."""
         if len(self._queue) >= self._queue_size:
             self.dropped += 1
         else:
-            self._queue.append(event.to_json())
+            self._queue.append(frame)
         self._wakeup.set()
 
     def close(self) -> None:
         self.closing = True
         self._wakeup.set()
 
-    async def next_frames(self) -> list[dict[str, Any]]:
-        """Wait for queued events (or close) and return them, led by an overflow notice."""
+    async def next_frames(self) -> list[str]:
+        """Wait for queued events (or close) and return their frames, led by an overflow notice."""
         while not self._queue and not self.dropped and not self.closing:
             self._wakeup = trio.Event()
             await self._wakeup.wait()
         frames = []
         if self.dropped:
-            frames.append(
-                {
-                    "type": "overflow",
-                    "timestamp": format_time(now()),
-                    "dropped": self.dropped,
-                    "message": f"{self.dropped} events dropped because this connection read too slowly",
-                }
-            )
+            notice = {
+                "type": "overflow",
+                "timestamp": format_time(now()),
+                "dropped": self.dropped,
+                "message": f"{self.dropped} events dropped because this connection read too slowly",
+            }
+            frames.append(json.dumps(notice, separators=(",", ":")))
             self.dropped = 0
         frames.extend(self._queue)
         self._queue.clear()
@@ -83,8 +85,12 @@ class EventHub:
             subjects=frozenset(s for s in subjects if s),
         )
         self.published += 1
+        frame = None
         for listener in list(self._listeners):
-            listener.offer(event)
+            if listener.wants(event):
+                # Encoded once, however many connections receive it.
+                frame = frame or event.to_text()
+                listener.push(frame)
 
     def listen(self, identity: str) -> Listener:
         listener = Listener(self.queue_size, identity)

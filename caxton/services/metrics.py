@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from caxton.domain.errors import InvalidRequest
-from caxton.domain.timefmt import format_time, now
+from caxton.domain.timefmt import format_time, now, parse_time
 from caxton.runtime.directory import Directory
 from caxton.runtime.instance import Outcome
 from caxton.services.events import EventHub
@@ -69,6 +69,7 @@ class MetricsService:
         self._directory = directory
         self._events = events
         self._alerting: set[tuple[str, str]] = set()
+        self._last_sampled: dict[str, tuple] = {}
         self.sample_interval = sample_interval
         self.retention = retention
         self._stats: dict[str, AgentStats] = {}
@@ -180,9 +181,18 @@ class MetricsService:
         }
 
     async def history(self, subject: str, period: str) -> dict[str, Any]:
+        """Return the samples of the last `period`, one per sample interval.
+
+        An agent's unchanged figures are stored once, so gaps in the stored rows are filled
+        by repeating the sample before them.
+        """
         seconds = parse_period(period)
         since = format_time(now() - dt.timedelta(seconds=seconds))
-        samples = await self._db.read(lambda c: metric_rows.samples_since(c, subject, since))
+        stored = await self._db.read(lambda c: metric_rows.samples_since(c, subject, since))
+        if subject != metric_rows.SYSTEM:
+            before = await self._db.read(lambda c: metric_rows.sample_before(c, subject, since))
+            stored = fill_gaps(([before] if before else []) + stored, since, self.sample_interval)
+        samples = stored
         return {"period": period, "interval_seconds": self.sample_interval, "samples": samples}
 
     def check_thresholds(self) -> None:
@@ -228,7 +238,14 @@ class MetricsService:
             at = format_time(now())
             samples = {metric_rows.SYSTEM: _flatten(self.system_snapshot(await agent_counts()))}
             for runner in self._directory.runners():
-                samples[runner.agent_id] = self.agent_snapshot(runner.agent_id)
+                snapshot = self.agent_snapshot(runner.agent_id)
+                # An idle agent's figures do not change: store a sample only when they do,
+                # and let `history` repeat the last one, so thousands of idle agents cost
+                # no rows. Uptime always grows, so it does not count as a change.
+                key = tuple(value for name, value in snapshot.items() if name != "uptime_seconds")
+                if self._last_sampled.get(runner.agent_id) != key:
+                    self._last_sampled[runner.agent_id] = key
+                    samples[runner.agent_id] = snapshot
             cutoff = format_time(now() - dt.timedelta(seconds=self.retention))
 
             def store(connection, at=at, samples=samples, cutoff=cutoff) -> None:
@@ -239,6 +256,24 @@ class MetricsService:
                 await self._db.write(store, durable=False)
             except Exception:  # noqa: BLE001 - a lost sample must not stop the sampler
                 logger.exception("cannot store metric samples taken at %s", at)
+
+
+def fill_gaps(samples: list[dict[str, Any]], since: str, interval: float) -> list[dict[str, Any]]:
+    """Repeat each sample at every interval until the next one (or now), from `since` on."""
+    if not samples:
+        return []
+    step = dt.timedelta(seconds=interval)
+    start = parse_time(since)
+    end = now()
+    filled: list[dict[str, Any]] = []
+    for index, sample in enumerate(samples):
+        moment = parse_time(sample["timestamp"])
+        following = parse_time(samples[index + 1]["timestamp"]) if index + 1 < len(samples) else end + step
+        while moment < following and moment <= end:
+            if moment >= start:
+                filled.append({**sample, "timestamp": format_time(moment)})
+            moment += step
+    return filled
 
 
 def parse_period(period: str) -> int:

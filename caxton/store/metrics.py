@@ -23,5 +23,19 @@ def samples_since(connection: sqlite3.Connection, subject: str, since: str) -> l
     return [{"timestamp": row["at"], **json.loads(row["data"])} for row in rows]
 
 
+def sample_before(connection: sqlite3.Connection, subject: str, before: str) -> dict[str, Any] | None:
+    """The last sample of `subject` taken before `before`, which still holds at `before`."""
+    row = connection.execute(
+        "SELECT at, data FROM metric_samples WHERE subject = ? AND at < ? ORDER BY at DESC LIMIT 1",
+        (subject, before),
+    ).fetchone()
+    return {"timestamp": row["at"], **json.loads(row["data"])} if row is not None else None
+
+
 def prune_before(connection: sqlite3.Connection, before: str) -> int:
-    return connection.execute("DELETE FROM metric_samples WHERE at < ?", (before,)).rowcount
+    """Delete samples older than `before`, except each subject's latest, which still holds."""
+    return connection.execute(
+        "DELETE FROM metric_samples WHERE at < ? "
+        "AND id NOT IN (SELECT MAX(id) FROM metric_samples GROUP BY subject)",
+        (before,),
+    ).rowcount

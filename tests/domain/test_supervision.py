@@ -64,3 +64,12 @@ def test_restart_window_forgets_old_failures():
     decision = policy.on_restart(20.0)
     assert not decision.give_up
     assert decision.delay == pytest.approx(0.1)
+
+
+def test_budget_full_core_never_throttles_long_handlers():
+    budget = CpuBudget(millicores=1000, updated_at=0.0)
+    now = 0.0
+    for _ in range(20):
+        now += 0.2
+        budget.charge(0.2, now)
+        assert budget.delay(now) == 0.0

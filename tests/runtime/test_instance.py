@@ -282,7 +282,7 @@ def test_alloc_zero_fails_message(cache, engine):
 
 
 def test_alloc_buffer_past_memory_fails(cache, engine):
-    # The prelude's bump allocator never grows memory, so a 70 kB message does not fit in its page.
+    # The prelude's allocator never grows memory, so a 70 kB message does not fit in its page.
     instance = start(cache, engine, wat.RETURN_ONE)
 
     outcome = handle(instance, request("x" * 70_000))

@@ -31,6 +31,32 @@ def process_cpu_seconds(pid: int) -> float:
     return (user_ticks + system_ticks) / _CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """Return user plus system CPU seconds per thread id of a process, from /proc/PID/task/TID/stat.
+
+    Threads that exit while the folder is read are left out.
+    """
+    seconds = {}
+    for entry in os.scandir(f"/proc/{pid}/task"):
+        try:
+            text = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return seconds
+
+
+def run_queue_wait_seconds(pid: int, tid: int | None = None) -> float:
+    """Return the seconds a thread (by default the main thread) has waited runnable for a CPU, from /proc schedstat.
+
+    A rise in this wait while the thread has work means the cores were busy with other
+    threads or processes: CPU contention rather than lock contention such as the GIL.
+    """
+    fields = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()
+    return int(fields[1]) / 1e9
+
+
 def machine_busy_seconds() -> float:
     """Return the CPU seconds that all cores together have spent busy since boot (not idle, not in I/O wait)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

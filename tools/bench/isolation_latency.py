@@ -8,7 +8,7 @@ times on the same server:
 
 1. idle: the spinner is deployed but has no messages;
 2. spinning: the spinner burns a full core (see `--spinner`);
-3. idle again, after the spinner has stopped, to show drift between phases 1 and 3.
+3. idle again, after the spinner has finished, to show the drift between phases 1 and 3.
 
 The result is the p99 latency of phase 2 divided by that of phase 1 (goal: at most 2).
 
@@ -29,6 +29,7 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import wasmtime
 
 from benchlib import (
@@ -39,7 +40,9 @@ from benchlib import (
     machine_busy_seconds,
     machine_summary,
     percentile,
+    run_queue_wait_seconds,
     start_caxton_server,
+    thread_cpu_seconds,
 )
 
 # Token of the throwaway server this script starts; it never leaves the loopback interface.
@@ -48,8 +51,10 @@ GOAL_RATIO = 2.0
 SPINNER_NAME = "spinner"
 ENDPOINTS = ("GET /agents/{id}", "GET /health", "POST /messages")
 
-# The same modules as SPIN_FOREVER and CPU_HOG in tests/wat.py, copied so that this script
-# does not import the test tree.
+# The modules SPIN_FOREVER and CPU_HOG from tests/wat.py, copied so that this script does not
+# import the test tree. Unlike the original, this CPU_HOG resets the bump allocator on every
+# message, as send_reply in tests/wat.py does. The original runs out of its one page of
+# memory after a few hundred messages, which fails a message and restarts the agent.
 _REACTOR_PRELUDE = """
   (memory (export "memory") 1)
   (global $next (mut i32) (i32.const 1024))
@@ -67,6 +72,7 @@ SPIN_FOREVER_BODY = """
 CPU_HOG_BODY = """
   (func (export "handle_message") (param i32 i32) (result i32)
     (local $i i32)
+    (global.set $next (i32.const 1024))
     (loop $busy
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $busy (i32.lt_u (local.get $i) (i32.const 30000000))))
@@ -189,9 +195,7 @@ class Api:
 
 def deploy(url: str, wasm: bytes, config: dict) -> str:
     """Deploy a module with a multipart POST and return the agent id."""
-    # httpx builds the multipart body; only these two requests use it.
-    import httpx
-
+    # httpx builds the multipart body; the measured requests use BlockingHttpConnection.
     with httpx.Client(base_url=url, headers={"X-Caxton-Token": TOKEN}, timeout=60, trust_env=False) as client:
         response = client.post(
             "/agents",
@@ -238,15 +242,31 @@ def run_phase(name: str, server: ServerProcess, echo_id: str, args: argparse.Nam
         "--agent-id", echo_id, "--seconds", str(seconds), "--max-requests", str(args.max_requests),
         "--interval-ms", str(args.interval_ms), "--warmup", str(args.warmup),
     ]
+    threads_before = thread_cpu_seconds(server.pid)
+    wait_before = run_queue_wait_seconds(server.pid)
     server_cpu, machine_cpu, started = server.cpu_seconds(), machine_busy_seconds(), time.perf_counter()
     completed = subprocess.run(command, capture_output=True, timeout=seconds + 60, check=False)
     elapsed = time.perf_counter() - started
+    threads_after = thread_cpu_seconds(server.pid)
+    wait = run_queue_wait_seconds(server.pid) - wait_before
+    server_cpu = server.cpu_seconds() - server_cpu
+    machine_cpu = machine_busy_seconds() - machine_cpu
     if completed.returncode != 0:
         raise RuntimeError(f"probe for phase {name} failed with exit code {completed.returncode}: {completed.stderr.decode()[-1500:]}")
+
     result = json.loads(completed.stdout)
     result["name"] = name
-    result["server_cores"] = (server.cpu_seconds() - server_cpu) / elapsed
-    result["machine_cores"] = (machine_busy_seconds() - machine_cpu) / elapsed
+    result["server_cores"] = server_cpu / elapsed
+    result["machine_cores"] = machine_cpu / elapsed
+    # The main thread runs trio, HTTP and the services. The other threads are agent workers,
+    # the store and the epoch ticker. With spin-forever the busiest of them in the spinning
+    # phase is the spinner's worker, which runs the guest without holding the GIL.
+    used = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in threads_after.items()}
+    result["trio_thread_cores"] = used.pop(server.pid, 0.0) / elapsed
+    result["trio_thread_wait"] = wait / elapsed
+    result["other_thread_cores"] = sum(used.values()) / elapsed
+    result["busiest_other_cores"] = max(used.values(), default=0.0) / elapsed
+
     for values in result["latencies_ms"].values():
         values.sort()
     result["all_ms"] = sorted(value for values in result["latencies_ms"].values() for value in values)
@@ -259,13 +279,17 @@ def server_cores(server: ServerProcess, seconds: float) -> float:
     return (server.cpu_seconds() - before) / seconds
 
 
-def wait_until_idle(api: Api, previous_failed: int, kind: str, timeout: float) -> str:
-    """Wait until the spinner has nothing queued and, for spin-forever, its message has failed."""
+def handled_count(api: Api) -> int:
+    """Return the spinner's processed plus failed messages."""
+    metrics = api.get(f"/agents/{SPINNER_NAME}")["metrics"]
+    return metrics["messages_processed"] + metrics["messages_failed"]
+
+
+def wait_until_idle(api: Api, expected: int, timeout: float) -> str:
+    """Wait until the spinner has processed or failed `expected` messages in all."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        metrics = api.get(f"/agents/{SPINNER_NAME}")["metrics"]
-        finished = kind != "spin-forever" or metrics["messages_failed"] > previous_failed
-        if finished and metrics["queue_size"] == 0:
+        if handled_count(api) >= expected:
             return "idle"
         time.sleep(0.2)
     return f"still busy after {timeout:g}s"
@@ -285,10 +309,12 @@ def measure(folder: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:
         api = Api(server.url)
         phases = [run_phase("idle", server, echo_id, args, args.idle_seconds)]
 
-        failed_before = api.get(f"/agents/{SPINNER_NAME}")["metrics"]["messages_failed"]
+        handled_before = handled_count(api)
+        sent = 0
         feeder = None
         if args.spinner == "spin-forever":
             api.send(SPINNER_NAME, {"spin": True})
+            sent = 1
         else:
             feeder = Feeder(server.url)
             feeder.start()
@@ -298,10 +324,14 @@ def measure(folder: Path, args: argparse.Namespace) -> tuple[list[dict], dict]:
         finally:
             if feeder is not None:
                 feeder.stop()
+                sent = feeder.sent
                 notes["feeder_sent"] = feeder.sent
                 notes["feeder_error"] = feeder.error
 
-        notes["spinner_after_spin_phase"] = wait_until_idle(api, failed_before, args.spinner, spin_timeout + 30)
+        # Phase 3 starts only after the spinner has finished every message it was sent,
+        # including the batch it was running when the spinning probe ended.
+        idle_timeout = spin_timeout + 30 if args.spinner == "spin-forever" else FEED_BACKLOG * args.hog_timeout + 30
+        notes["spinner_after_spin_phase"] = wait_until_idle(api, handled_before + sent, idle_timeout)
         spinner = api.get(f"/agents/{SPINNER_NAME}")
         notes["spinner_status"] = spinner["status"]
         notes["spinner_metrics"] = spinner["metrics"]
@@ -323,16 +353,27 @@ def print_report(phases: list[dict], notes: dict, args: argparse.Namespace) -> b
         f"{args.interval_ms:g} ms between requests"
     )
     print()
-    headers = ["phase", "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms", "server CPU", "probe CPU", "machine CPU"]
+    headers = [
+        "phase", "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms",
+        "server CPU", "trio thread", "trio run-queue wait", "other threads", "busiest other thread",
+        "probe CPU", "machine CPU",
+    ]
     rows = []
     for phase in phases:
-        cpu = [phase["server_cores"], phase["cpu_seconds"] / phase["seconds"], phase["machine_cores"]]
+        cpu = [
+            phase["server_cores"], phase["trio_thread_cores"], phase["trio_thread_wait"],
+            phase["other_thread_cores"], phase["busiest_other_cores"],
+            phase["cpu_seconds"] / phase["seconds"], phase["machine_cores"],
+        ]
         for endpoint in ENDPOINTS:
             values = phase["latencies_ms"][endpoint]
-            rows.append([phase["name"], endpoint, len(values), "", *latency_columns(values), "", "", ""])
+            rows.append([phase["name"], endpoint, len(values), "", *latency_columns(values), *[""] * len(cpu)])
         rows.append([phase["name"], "all", len(phase["all_ms"]), phase["errors"], *latency_columns(phase["all_ms"]), *cpu])
     print(format_table(headers, rows))
-    print("CPU columns are in cores over the phase; machine CPU above server plus probe means other processes ran.")
+    print(
+        "CPU columns are in cores over the phase; machine CPU above server plus probe means other processes ran. "
+        "Trio run-queue wait is the share of the phase in which the server's main thread was runnable but had no core."
+    )
     print(f"server CPU in the {SPIN_SETTLE_SECONDS:g}s before the spinning probe: {notes['server_cores_before_probe']:.2f} cores")
     if "feeder_sent" in notes:
         print(f"messages fed to the spinner: {notes['feeder_sent']}" + (f"; feeder error: {notes['feeder_error']}" if notes["feeder_error"] else ""))
