@@ -13,16 +13,17 @@ def _at(seconds_ago: float) -> str:
 
 
 def test_fill_gaps_repeats_until_next_sample():
-    samples = [{"timestamp": _at(60), "n": 1}, {"timestamp": _at(30), "n": 2}]
+    # Times sit 5 s off the 10 s grid, so clock reads between the lines change nothing.
+    samples = [{"timestamp": _at(65), "n": 1}, {"timestamp": _at(35), "n": 2}]
     filled = fill_gaps(samples, since=_at(100), interval=10)
     assert [sample["n"] for sample in filled] == [1, 1, 1, 2, 2, 2, 2]
 
 
 def test_fill_gaps_starts_at_since():
-    samples = [{"timestamp": _at(300), "n": 7}]
-    filled = fill_gaps(samples, since=_at(50), interval=10)
-    # One sample per 10 s over the last 50 s: 5, or 6 when one lands exactly on `since`.
-    assert 5 <= len(filled) <= 6
+    samples = [{"timestamp": _at(305), "n": 7}]
+    filled = fill_gaps(samples, since=_at(52), interval=10)
+    # Repeats fall 45, 35, 25, 15 and 5 seconds ago; the one 55 seconds ago is before `since`.
+    assert len(filled) == 5
     assert all(sample["n"] == 7 for sample in filled)
 
 
