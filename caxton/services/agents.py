@@ -267,8 +267,7 @@ class AgentService:
         for status in AgentStatus:
             counts[status.value] = 0
         for record in records:
-            runner = self._directory.runner(record.agent_id)
-            status = runner.state.value if runner is not None else record.status
+            status = self._visible_status(record)
             counts[status] = counts.get(status, 0) + 1
         return counts
 
@@ -326,9 +325,16 @@ class AgentService:
         latest = await self._db.read(lambda c: deployment_rows.latest_for(c, agent_id))
         return latest.to_json() if latest is not None else None
 
+    def _visible_status(self, record: AgentRecord) -> str:
+        """Return the live status, except that `failed` shows only once stored with its error."""
+        runner = self._directory.runner(record.agent_id)
+        if runner is None or runner.state is RunnerState.FAILED:
+            return record.status
+        return runner.state.value
+
     def _summary(self, record: AgentRecord) -> dict[str, Any]:
         runner = self._directory.runner(record.agent_id)
-        status = runner.state.value if runner is not None else record.status
+        status = self._visible_status(record)
         return {
             "agent_id": record.agent_id,
             "name": record.name,
