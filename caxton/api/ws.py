@@ -41,6 +41,7 @@ async def event_stream():
         return error_response(exc)
     if services.events.closed:
         return "server is shutting down", 503
+    # TODO: rate-limit WebSocket connections and frames; Quart runs no before_request hooks here.
     await websocket.accept()
     listener = services.events.listen(principal.identity)
     logger.info("WebSocket opened by %s (%d open)", principal.name, services.events.listener_count)

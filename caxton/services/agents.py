@@ -171,6 +171,8 @@ class AgentService:
             await self._nursery.start(self._supervise, runner)
         except AgentStartError as exc:
             self._directory.clear_runner(agent_id, runner)
+            # TODO: near vm.max_map_count (about 11,500 agents per process) instantiation fails
+            # with an allocation error; report that as RESOURCE_LIMIT_EXCEEDED, not a 500.
             raise DeploymentFailed(f"agent '{config.name}' failed to start: {exc}") from None
         return runner
 

@@ -52,6 +52,7 @@ class AgentStats:
     latency_seconds: float = 0.0
     latency_count: int = 0
     cpu_seconds: float = 0.0
+    # TODO: store fuel and CPU totals like the message counts; they restart at 0 with the server.
     fuel_consumed: int = 0
     handled_times: deque = attrs.field(factory=deque)
 
