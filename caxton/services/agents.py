@@ -94,7 +94,9 @@ class AgentService:
 
     async def _restore_agents(self) -> None:
         records = await self._db.read(agent_rows.live_agents)
-        self._metrics.load_counts({r.agent_id: (r.messages_processed, r.messages_failed) for r in records})
+        self._metrics.load_counts(
+            {r.agent_id: (r.messages_processed, r.messages_failed, r.cpu_seconds, r.fuel_consumed) for r in records}
+        )
         for record in records:
             self._directory.add_agent(record.agent_id, record.name)
         restarted = 0

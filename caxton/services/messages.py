@@ -152,7 +152,11 @@ class MessageService:
             for message, kind in outgoing:
                 state = message_rows.QUEUED if kind == "agent" else message_rows.DELIVERED
                 message_rows.insert(connection, message, receiver_kind=kind, state=state)
-            agent_rows.add_counts(connection, runner.agent_id, processed, len(updates) - processed)
+            agent_rows.add_counts(
+                connection, runner.agent_id, processed, len(updates) - processed,
+                sum(outcome.cpu_seconds for _, outcome in results),
+                sum(outcome.fuel_consumed for _, outcome in results),
+            )
             for message, state, error in updates:
                 if state == message_rows.FAILED:
                     agent_rows.record_event(connection, runner.agent_id, "message_failed", f"{message.message_id}: {error}", at)

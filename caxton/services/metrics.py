@@ -52,7 +52,6 @@ class AgentStats:
     latency_seconds: float = 0.0
     latency_count: int = 0
     cpu_seconds: float = 0.0
-    # TODO: store fuel and CPU totals like the message counts; they restart at 0 with the server.
     fuel_consumed: int = 0
     handled_times: deque = attrs.field(factory=deque)
 
@@ -92,11 +91,12 @@ class MetricsService:
         )
         self.queue_depth.set_function(self.queue_size)
 
-    def load_counts(self, counts: dict[str, tuple[int, int]]) -> None:
-        """Start each agent's counters from the stored (processed, failed) pair."""
-        for agent_id, (processed, failed) in counts.items():
+    def load_counts(self, counts: dict[str, tuple[int, int, float, int]]) -> None:
+        """Start each agent's counters from its stored (processed, failed, cpu, fuel) totals."""
+        for agent_id, (processed, failed, cpu_seconds, fuel) in counts.items():
             stats = self._stats.setdefault(agent_id, AgentStats())
             stats.processed, stats.failed = processed, failed
+            stats.cpu_seconds, stats.fuel_consumed = cpu_seconds, fuel
 
     def forget(self, agent_id: str) -> None:
         self._stats.pop(agent_id, None)

@@ -22,6 +22,8 @@ class AgentRecord:
     last_error: str | None
     messages_processed: int
     messages_failed: int
+    cpu_seconds: float = 0.0
+    fuel_consumed: int = 0
 
 
 _COLUMNS = ", ".join(field.name for field in attrs.fields(AgentRecord))
@@ -99,11 +101,14 @@ def update_agent(connection: sqlite3.Connection, agent_id: str, **changes: Any) 
     )
 
 
-def add_counts(connection: sqlite3.Connection, agent_id: str, processed: int, failed: int) -> None:
+def add_counts(
+    connection: sqlite3.Connection, agent_id: str, processed: int, failed: int, cpu_seconds: float = 0.0, fuel: int = 0
+) -> None:
+    """Add a handled batch to the agent's stored totals."""
     connection.execute(
-        "UPDATE agents SET messages_processed = messages_processed + ?, "
-        "messages_failed = messages_failed + ? WHERE agent_id = ?",
-        (processed, failed, agent_id),
+        "UPDATE agents SET messages_processed = messages_processed + ?, messages_failed = messages_failed + ?, "
+        "cpu_seconds = cpu_seconds + ?, fuel_consumed = fuel_consumed + ? WHERE agent_id = ?",
+        (processed, failed, cpu_seconds, fuel, agent_id),
     )
 
 

@@ -92,6 +92,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deployments_agent ON deployments (agent_id, created_at);
     """,
+    """
+    ALTER TABLE agents ADD COLUMN cpu_seconds REAL NOT NULL DEFAULT 0;
+    ALTER TABLE agents ADD COLUMN fuel_consumed INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -111,3 +112,20 @@ async def test_period_returns_stored_samples(start_server):
         assert system["samples"][-1]["agents_running"] == 1
         history = (await live.client.get(f"/metrics/agents/{agent['agent_id']}", params={"period": "1h"})).json()
         assert history["samples"][-1]["messages_processed"] == 2
+
+
+async def test_totals_survive_restart(start_server):
+    first = await start_server()
+    async with first.client:
+        agent = await first.deploy(example_bytes("echo"), {"name": "echo"})
+        await _exchange(first, "echo", 3)
+        before = (await first.client.get(f"/metrics/agents/{agent['agent_id']}")).json()
+    await first.stop()
+    second = await start_server()
+    async with second.client:
+        after = (await second.client.get(f"/metrics/agents/{agent['agent_id']}")).json()
+    assert before["fuel_consumed_total"] > 0
+    assert after["fuel_consumed_total"] == before["fuel_consumed_total"]
+    # Summed per message in memory but per batch in the store, so equal up to float rounding.
+    assert after["cpu_seconds_total"] == pytest.approx(before["cpu_seconds_total"], abs=1e-5)
+    assert after["messages_processed"] == before["messages_processed"]
