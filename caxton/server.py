@@ -7,8 +7,10 @@ closes the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 
 import attrs
 import hypercorn.config
@@ -16,7 +18,7 @@ import hypercorn.trio
 import trio
 
 from caxton.api.app import create_app
-from caxton.api.auth import Authenticator, client_identity, load_or_create_admin_token
+from caxton.api.auth import Authenticator, load_or_create_admin_token
 from caxton.api.ratelimit import build_rate_limiter
 from caxton.config import Settings
 from caxton.domain.agents import LimitPolicy
@@ -72,38 +74,45 @@ async def serve(
 ) -> None:
     """Run the server until `shutdown` is set, then stop in order and return.
 
-    Each layer has its own nursery inside the one below it, and each is cancelled only after
-    the layers above it have returned: agents finish their last batch while the epoch ticker
-    still runs (so a spinning guest is still interrupted) and the store still accepts writes.
+    HTTP runs in a nursery inside `run_services`, so it stops before the agents, the engine
+    and the store do.
+    """
+    authenticator, token_file = build_authenticator(settings)
+    async with run_services(settings) as services:
+        async with trio.open_nursery() as api_nursery:
+            app = create_app(services, authenticator)
+            urls = await api_nursery.start(_run_http, app, settings, shutdown, services.events)
+            logger.info("listening on %s", ", ".join(urls))
+            task_status.started(Running(urls=tuple(urls), token_file=token_file))
+        logger.info("HTTP server stopped; stopping agents")
+    logger.info("shutdown complete")
+
+
+@contextlib.asynccontextmanager
+async def run_services(settings: Settings) -> AsyncIterator[Services]:
+    """Run the store, the engine and the services, without HTTP, for the duration of the block.
+
+    Holds the data-folder lock throughout. Each layer has its own nursery inside the one
+    below it. On exit each is cancelled only after the layers above it have returned. So
+    agents finish their last batch while the epoch ticker still runs, which still interrupts
+    a spinning guest, and while the store still accepts writes.
     """
     with data_dir_lock(settings.data_dir):
-        await _serve_locked(settings, shutdown, task_status)
-
-
-async def _serve_locked(settings: Settings, shutdown: trio.Event, task_status: trio.TaskStatus[Running]) -> None:
-    authenticator, token_file = build_authenticator(settings)
-    db = Database(settings.data_dir / DATABASE_FILE)
-    engine = WasmEngine(
-        memory_reservation=settings.runtime_memory_reservation,
-        memory_guard_size=settings.runtime_memory_guard_size,
-        workers=settings.runtime_workers or None,
-    )
-    async with trio.open_nursery() as store_nursery:
-        await store_nursery.start(db.run)
-        async with trio.open_nursery() as engine_nursery:
-            await engine_nursery.start(engine.run_ticker)
-            async with trio.open_nursery() as service_nursery:
-                services = await _start_services(settings, db, engine, service_nursery)
-                async with trio.open_nursery() as api_nursery:
-                    app = create_app(services, authenticator)
-                    urls = await api_nursery.start(_run_http, app, settings, shutdown, services.events)
-                    logger.info("listening on %s", ", ".join(urls))
-                    task_status.started(Running(urls=tuple(urls), token_file=token_file))
-                logger.info("HTTP server stopped; stopping agents")
-                service_nursery.cancel_scope.cancel()
-            engine_nursery.cancel_scope.cancel()
-        store_nursery.cancel_scope.cancel()
-    logger.info("shutdown complete")
+        db = Database(settings.data_dir / DATABASE_FILE)
+        engine = WasmEngine(
+            memory_reservation=settings.runtime_memory_reservation,
+            memory_guard_size=settings.runtime_memory_guard_size,
+            workers=settings.runtime_workers or None,
+        )
+        async with trio.open_nursery() as store_nursery:
+            await store_nursery.start(db.run)
+            async with trio.open_nursery() as engine_nursery:
+                await engine_nursery.start(engine.run_ticker)
+                async with trio.open_nursery() as service_nursery:
+                    yield await _start_services(settings, db, engine, service_nursery)
+                    service_nursery.cancel_scope.cancel()
+                engine_nursery.cancel_scope.cancel()
+            store_nursery.cancel_scope.cancel()
 
 
 async def _start_services(settings: Settings, db: Database, engine: WasmEngine, nursery: trio.Nursery) -> Services:
@@ -189,4 +198,4 @@ async def run_until_signal(settings: Settings, *, task_status: trio.TaskStatus[R
             )
 
 
-__all__ = ["Running", "client_identity", "run_until_signal", "serve"]
+__all__ = ["Running", "run_services", "run_until_signal", "serve"]

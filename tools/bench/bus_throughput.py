@@ -1,7 +1,7 @@
 """Bus throughput: messages per second through MessageService into the echo agent, in process.
 
-Starts the store, the engine and the services with the same code as caxton/server.py, but
-no HTTP layer, deploys caxton/examples/echo.wasm, and sends `--count` requests through
+Starts the store, the engine and the services with `caxton.server.run_services`, the code
+`caxton serve` runs, but no HTTP layer, deploys caxton/examples/echo.wasm, and sends `--count` requests through
 `MessageService.send` from `--concurrency` tasks. The clock stops when the last batch of
 outcomes is committed, counted by wrapping `MessageService.batch_done`.
 
@@ -33,13 +33,8 @@ import wasmtime
 from caxton.config import load_settings
 from caxton.domain.errors import ResourceLimitExceeded
 from caxton.domain.timefmt import format_time, now
-from caxton.runtime.engine import WasmEngine
-from caxton.server import DATABASE_FILE
-# NOTE: a private helper, used so the services are built exactly as the server builds them;
-# this import breaks if caxton/server.py renames it.
-from caxton.server import _start_services as start_services
+from caxton.server import DATABASE_FILE, run_services
 from caxton.services.messages import MessageService
-from caxton.store.db import Database
 
 from benchlib import format_table, load_average, machine_busy_seconds, machine_summary
 
@@ -152,49 +147,36 @@ def count_states(connection: sqlite3.Connection, start_seq: int) -> tuple[int, i
 async def run_bus(data_dir: Path, args: argparse.Namespace) -> BusResult:
     """Start the store, runtime and services, deploy echo, warm up, then time `args.count` sends."""
     settings = load_settings(environ={}, overrides={"host": "127.0.0.1", "port": 0, "data_dir": str(data_dir)})
-    db = Database(settings.data_dir / DATABASE_FILE)
-    engine = WasmEngine(
-        memory_reservation=settings.runtime_memory_reservation,
-        memory_guard_size=settings.runtime_memory_guard_size,
-        workers=settings.runtime_workers or None,
-    )
-    # Same nesting as caxton.server.serve, without the HTTP layer.
-    async with trio.open_nursery() as store_nursery:
-        await store_nursery.start(db.run)
-        async with trio.open_nursery() as engine_nursery:
-            await engine_nursery.start(engine.run_ticker)
-            async with trio.open_nursery() as service_nursery:
-                services = await start_services(settings, db, engine, service_nursery)
-                messages = services.messages
-                counter = CommitCounter(messages, args.window)
-                with trio.fail_after(args.timeout):
-                    await services.agents.deploy(echo_wasm(), filename="echo.wasm", config={"name": "echo"})
-                    await send_all(messages, counter, 0, args.warmup, args.concurrency)
-                    await counter.expect(args.warmup).wait()
-                start_seq = await db.read(lambda c: c.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0])
+    async with run_services(settings) as services:
+        # A second connection reads the counts; WAL lets it read beside the server's writer.
+        reader = sqlite3.connect(settings.data_dir / DATABASE_FILE)
+        messages = services.messages
+        counter = CommitCounter(messages, args.window)
+        with trio.fail_after(args.timeout):
+            await services.agents.deploy(echo_wasm(), filename="echo.wasm", config={"name": "echo"})
+            await send_all(messages, counter, 0, args.warmup, args.concurrency)
+            await counter.expect(args.warmup).wait()
+        start_seq = reader.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0]
 
-                reached = counter.expect(args.warmup + args.count)
-                batches_before = counter.batches
-                cpu_started, started, machine_started = time.process_time(), time.perf_counter(), machine_busy_seconds()
-                with trio.fail_after(args.timeout):
-                    retries = await send_all(messages, counter, args.warmup, args.count, args.concurrency)
-                    accept_seconds = time.perf_counter() - started
-                    await reached.wait()
-                handled_seconds = time.perf_counter() - started
-                cpu_seconds = time.process_time() - cpu_started
-                machine_cpu_seconds = machine_busy_seconds() - machine_started
+        reached = counter.expect(args.warmup + args.count)
+        batches_before = counter.batches
+        cpu_started, started, machine_started = time.process_time(), time.perf_counter(), machine_busy_seconds()
+        with trio.fail_after(args.timeout):
+            retries = await send_all(messages, counter, args.warmup, args.count, args.concurrency)
+            accept_seconds = time.perf_counter() - started
+            await reached.wait()
+        handled_seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
+        machine_cpu_seconds = machine_busy_seconds() - machine_started
 
-                handled, replies = await db.read(lambda c: count_states(c, start_seq))
-                result = BusResult(
-                    count=args.count, accept_seconds=accept_seconds, handled_seconds=handled_seconds,
-                    full_inbox_retries=retries, batches=counter.batches - batches_before, cpu_seconds=cpu_seconds,
-                    machine_cpu_seconds=machine_cpu_seconds,
-                    handled_in_store=handled, replies_in_store=replies,
-                )
-                service_nursery.cancel_scope.cancel()
-            engine_nursery.cancel_scope.cancel()
-        store_nursery.cancel_scope.cancel()
-    return result
+        handled, replies = count_states(reader, start_seq)
+        reader.close()
+        return BusResult(
+            count=args.count, accept_seconds=accept_seconds, handled_seconds=handled_seconds,
+            full_inbox_retries=retries, batches=counter.batches - batches_before, cpu_seconds=cpu_seconds,
+            machine_cpu_seconds=machine_cpu_seconds,
+            handled_in_store=handled, replies_in_store=replies,
+        )
 
 
 @attrs.define

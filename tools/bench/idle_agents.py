@@ -131,33 +131,13 @@ async def check_agents(services, names: list[str]) -> list[dict]:
 
 async def with_services(settings, work):
     """Start the store, runtime and services as `caxton serve` does, without HTTP; return `await work(services)`."""
-    from caxton.runtime.engine import WasmEngine
-    from caxton.server import DATABASE_FILE
-    # NOTE: a private helper, used so the services are built exactly as the server builds
-    # them; this import breaks if caxton/server.py renames it.
-    from caxton.server import _start_services as start_services
-    from caxton.store.db import Database
+    from caxton.server import run_services
 
-    db = Database(settings.data_dir / DATABASE_FILE)
-    engine = WasmEngine(
-        memory_reservation=settings.runtime_memory_reservation,
-        memory_guard_size=settings.runtime_memory_guard_size,
-        workers=settings.runtime_workers or None,
-    )
-    # Same nesting as caxton.server.serve.
-    async with trio.open_nursery() as store_nursery:
-        await store_nursery.start(db.run)
-        async with trio.open_nursery() as engine_nursery:
-            await engine_nursery.start(engine.run_ticker)
-            async with trio.open_nursery() as service_nursery:
-                started = time.perf_counter()
-                services = await start_services(settings, db, engine, service_nursery)
-                emit("started", seconds=time.perf_counter() - started, **process_memory())
-                result = await work(services)
-                stop_started = time.perf_counter()
-                service_nursery.cancel_scope.cancel()
-            engine_nursery.cancel_scope.cancel()
-        store_nursery.cancel_scope.cancel()
+    started = time.perf_counter()
+    async with run_services(settings) as services:
+        emit("started", seconds=time.perf_counter() - started, **process_memory())
+        result = await work(services)
+        stop_started = time.perf_counter()
     emit("stopped", seconds=time.perf_counter() - stop_started)
     return result
 
