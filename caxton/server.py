@@ -39,7 +39,7 @@ from caxton.store.lock import data_dir_lock
 logger = logging.getLogger(__name__)
 
 DATABASE_FILE = "caxton.db"
-# Hypercorn 0.18 (trio worker) holds idle keep-alive connections open until its graceful
+# Hypercorn 0.18 (trio worker) keeps idle keep-alive connections open until its graceful
 # timeout ends, so a long timeout delays every shutdown with a connected client. Requests
 # here finish in milliseconds, so a few seconds drain them all.
 HTTP_DRAIN_SECONDS = 3.0
@@ -47,7 +47,7 @@ HTTP_DRAIN_SECONDS = 3.0
 
 @attrs.frozen
 class Running:
-    """What a started server reports: where it listens and where its token is."""
+    """The addresses a started server listens on, and the file of its admin token."""
 
     urls: tuple[str, ...]
     token_file: str | None
@@ -190,8 +190,8 @@ async def run_until_signal(settings: Settings, *, task_status: trio.TaskStatus[R
 
             nursery.start_soon(watch)
             await shutdown.wait()
-            # serve() returns by itself once every layer has stopped. This deadline only bounds
-            # a stop that hangs; it leaves room for the longest handler an agent may run, so the
+            # serve() returns by itself once every layer has stopped, so this deadline only bounds
+            # a stop that hangs. It leaves room for the longest handler an agent may run, so the
             # store is never closed under an agent that is still committing.
             nursery.cancel_scope.deadline = (
                 trio.current_time() + settings.shutdown_timeout + settings.agents_max_timeout + 10

@@ -22,7 +22,7 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 @attrs.frozen
 class Principal:
-    """Who is calling: a role and the sender identity their messages default to."""
+    """The caller of a request: its role and the sender identity its messages default to."""
 
     name: str
     role: str
@@ -36,13 +36,13 @@ class _Credential:
 
 
 def client_identity(token: str) -> str:
-    """A stable sender id for a token that reveals nothing about it."""
+    """Return a stable sender id for a token that reveals nothing about the token."""
     return "client_" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 class Authenticator:
     def __init__(self, tokens: list[tuple[str, str, str]]) -> None:
-        """`tokens` holds (name, token, role) triples."""
+        """`tokens` contains (name, token, role) triples."""
         self._credentials = [
             _Credential(token.encode(), Principal(name=name, role=role, identity=client_identity(token)))
             for name, token, role in tokens

@@ -47,7 +47,7 @@ class Limits:
 
 @attrs.frozen
 class AgentConfig:
-    """What a deploy asks for, after validation and defaults."""
+    """The configuration a deploy requests, after validation and defaults."""
 
     name: str
     limits: Limits

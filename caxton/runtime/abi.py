@@ -2,8 +2,9 @@
 
 Host functions run on the worker thread that is inside the guest call. They find the
 message being handled through a thread-local `HandlerContext`, which is why one linker
-(and one `InstancePre` per module) can serve every agent. They never raise: errors are
-negative return codes, so a misbehaving guest cannot crash its worker.
+(and one `InstancePre` per module) can serve every agent. Errors become negative return
+codes, and `send_message` also turns any unexpected exception into one, because an
+exception would escape through the guest call and fail the worker's whole batch.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ SEND_OVER_LIMIT = -4
 
 # Log lines an agent may write per message before the rest are counted, not written.
 MAX_LOG_LINES_PER_MESSAGE = 100
-# Longest agent log line kept; the rest is cut, so a guest cannot fill the server log.
+# Maximum length of one agent log line; the rest is cut, so a guest cannot fill the server log.
 MAX_LOG_LINE_BYTES = 4096
 
 _VALUE_TYPES = {"i32": ValType.i32, "i64": ValType.i64}
@@ -83,7 +84,7 @@ class SendLimits:
 
 @attrs.define
 class HandlerContext:
-    """What host functions may see and change while one message is handled."""
+    """The state host functions read and change while one message is handled."""
 
     agent_id: str
     agent_name: str
@@ -172,7 +173,7 @@ def _send_message(caller: wasmtime.Caller, ptr: int, length: int) -> int:
 def _send_checked(caller: wasmtime.Caller, ptr: int, length: int) -> int:
     context = _context()
     if context is None:
-        # Called from agent_init or agent_shutdown: there is no message to answer yet.
+        # Called from agent_init or agent_shutdown, so there is no message to reply to.
         return SEND_INVALID
     # Cheap checks first: a flooding guest is refused without copying its memory.
     if len(context.outgoing) >= context.limits.max_outgoing:
@@ -222,7 +223,7 @@ def define_host_functions(linker: wasmtime.Linker) -> None:
 
 
 def restricted_wasi(stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> wasmtime.WasiConfig:
-    """A WASI configuration with no files, no environment, no arguments and no sockets."""
+    """Build a WASI configuration with no files, no environment, no arguments and no sockets."""
     config = wasmtime.WasiConfig()
     config.stdout_custom = stdout
     config.stderr_custom = stderr

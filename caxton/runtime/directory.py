@@ -37,16 +37,13 @@ class Directory:
         self._clients |= identities
 
     def agent_id(self, identity: str) -> str | None:
-        """The agent id for an id or a name, or None."""
+        """Return the agent id for an id or a name, or None."""
         if identity in self._ids:
             return identity
         return self._names.get(identity)
 
     def is_agent(self, identity: str) -> bool:
         return self.agent_id(identity) is not None
-
-    def is_client(self, identity: str) -> bool:
-        return identity in self._clients and not self.is_agent(identity)
 
     def is_known_receiver(self, identity: str) -> bool:
         return self.is_agent(identity) or identity in self._clients
@@ -64,5 +61,3 @@ class Directory:
     def runners(self) -> list[AgentRunner]:
         return list(self._runners.values())
 
-    def name_of(self, agent_id: str) -> str | None:
-        return self._ids.get(agent_id)

@@ -31,7 +31,7 @@ class WasmEngine:
         config = wasmtime.Config()
         config.epoch_interruption = True
         # Fuel is always metered, so any agent can have a deterministic budget per message and
-        # every agent reports what it used; agents without a budget get UNLIMITED_FUEL.
+        # every agent reports what it used. Agents without a budget get UNLIMITED_FUEL.
         config.consume_fuel = True
         # A small reservation lets one process hold tens of thousands of instances; by default
         # each reserves 4 GiB of address space. Memory beyond it may move when it grows.
@@ -67,7 +67,7 @@ class WasmEngine:
             await trio.sleep_forever()
         finally:
             # Guest calls still running need ticks to reach their deadline, even when everything
-            # is cancelled at once; without ticks a spinning guest would block shutdown forever.
+            # is cancelled at once. Without ticks a spinning guest would block shutdown forever.
             with trio.CancelScope(shield=True):
                 while self.limiter.borrowed_tokens:
                     await trio.sleep(EPOCH_TICK_SECONDS)

@@ -28,7 +28,7 @@ MAX_COMMAND_OUTPUT_BYTES = 1 << 20
 
 
 class AgentStartError(Exception):
-    """Instantiation or `agent_init` failed; the message says why."""
+    """Instantiation or `agent_init` failed; the message gives the reason."""
 
 
 @attrs.frozen
@@ -61,7 +61,7 @@ def describe_failure(exc: BaseException, timeout: float) -> tuple[str, bool]:
 
 
 def _cause(text: str) -> str:
-    """The line of a wasmtime error that says what went wrong, not where."""
+    """Return the line of a wasmtime error that names what went wrong, not where."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if "Caused by:" in lines:
         after = lines[lines.index("Caused by:") + 1:]

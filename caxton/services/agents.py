@@ -279,10 +279,6 @@ class AgentService:
         record = await self._record(agent_id)
         return self._metrics.agent_snapshot(record.agent_id)
 
-    async def require(self, agent_id: str) -> str:
-        """Return the id of a live agent named by id or name; raise AgentNotFound."""
-        return (await self._record(agent_id)).agent_id
-
     def resolve_identity(self, identity: str) -> str | None:
         """Return the agent id for an agent id or name, or None for anything else."""
         return self._directory.agent_id(identity)

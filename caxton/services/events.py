@@ -75,16 +75,14 @@ class EventHub:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self._listeners: set[Listener] = set()
-        self.published = 0
         self.closed = False
 
     def publish(self, kind: str, message: str, *, subjects: Iterable[str] = (), **fields: Any) -> None:
-        """Fan an event out to every matching listener; never blocks."""
+        """Fan an event out to every matching listener without waiting on any of them."""
         event = Event(
             type=kind, timestamp=format_time(now()), message=message, fields=fields,
             subjects=frozenset(s for s in subjects if s),
         )
-        self.published += 1
         frame = None
         for listener in list(self._listeners):
             if listener.wants(event):

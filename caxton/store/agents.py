@@ -120,7 +120,7 @@ def record_event(connection: sqlite3.Connection, agent_id: str, kind: str, detai
 
 
 def recent_events(connection: sqlite3.Connection, agent_id: str, limit: int) -> list[dict[str, Any]]:
-    """The agent's latest lifecycle events (deployed, restarted, failed, ...), newest first."""
+    """Return the agent's latest lifecycle events (deployed, restarted, failed, ...), newest first."""
     rows = connection.execute(
         "SELECT kind, detail, at FROM agent_events WHERE agent_id = ? ORDER BY id DESC LIMIT ?", (agent_id, limit)
     ).fetchall()

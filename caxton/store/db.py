@@ -92,10 +92,6 @@ class Database:
         """Run `operation` on the read connection in a worker thread and return its result."""
         return await trio.to_thread.run_sync(self._read_sync, operation, limiter=self._read_thread)
 
-    def read_sync(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on the calling thread; for start-up code that runs before any task."""
-        return self._read_sync(operation)
-
     def _read_sync(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         assert self._reader is not None, "store is not open"
         return operation(self._reader)

@@ -12,7 +12,7 @@ LOCK_FILE_NAME = "caxton.lock"
 
 
 class DataDirInUse(RuntimeError):
-    """Another process holds the data folder; the message names it and what to do."""
+    """Another process has locked the data folder; the message names that process and what to do."""
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ def samples_since(connection: sqlite3.Connection, subject: str, since: str) -> l
 
 
 def sample_before(connection: sqlite3.Connection, subject: str, before: str) -> dict[str, Any] | None:
-    """The last sample of `subject` taken before `before`, which still holds at `before`."""
+    """Return the last sample of `subject` taken before `before`, which is still current then."""
     row = connection.execute(
         "SELECT at, data FROM metric_samples WHERE subject = ? AND at < ? ORDER BY at DESC LIMIT 1",
         (subject, before),

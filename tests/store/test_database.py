@@ -104,10 +104,10 @@ async def test_write_visible_to_read(db):
     assert stored.message == make_message(1)
 
 
-async def test_read_sync_sees_commits(db):
+async def test_read_sees_commits(db):
     await add_module(db)
 
-    assert db.read_sync(lambda c: count_rows(c, "modules")) == 1
+    assert await db.read(lambda c: count_rows(c, "modules")) == 1
 
 
 async def test_write_error_reraised(db):
